@@ -1,0 +1,81 @@
+# SaaSOdoo Runbooks. The two commands a new user needs:
+#   make demo   build and start the local test bed, deploy the sample platform, break it, run
+#               playbooks/platform_down.yml and show what it found and did
+#   make test   everything: setup, lint, unit and integration tests (starts what it needs)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := $(CURDIR)/.cache/testbed
+export KUBECONFIG := $(CACHE)/kubeconfig
+export K8S_AUTH_KUBECONFIG := $(CACHE)/kubeconfig
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: help venv testbed-build testbed-up testbed-down testbed-status services-up services-down \
+        platform platform-teardown lint unit integration test demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+
+$(VENV)/.installed: requirements.txt
+	@echo "==> Python dependencies into $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed ## Create the virtualenv with ansible-core, the collections and the test tools
+
+testbed-build: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (cached)
+	testbed/build.sh
+
+testbed-up: venv testbed-build services-up ## Start the control plane, PostgreSQL and Redis (no-op when up)
+	$(PYTHON) testbed/cluster.py up
+
+testbed-down: services-down ## Stop the control plane; leaves no stray process
+	$(PYTHON) testbed/cluster.py down
+
+testbed-status: ## Show each test bed component
+	-$(PYTHON) testbed/cluster.py status
+	-bash testbed/services.sh status
+
+services-up: ## Start the real PostgreSQL and Redis on loopback (installs them when missing)
+	bash testbed/services.sh up
+
+services-down:
+	bash testbed/services.sh down
+
+platform: testbed-up ## Deploy the sample SaaSOdoo platform on the test bed
+	$(BIN)/ansible-playbook playbooks/deploy_platform.yml
+
+platform-teardown: ## Remove the sample platform from the test bed
+	$(BIN)/ansible-playbook playbooks/teardown_platform.yml
+
+lint: venv ## ansible-lint with the production profile
+	$(BIN)/ansible-lint --profile production
+
+unit: venv ## Unit tests (no test bed needed)
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: platform ## Integration tests against the real test bed
+	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS)
+
+test: venv lint unit integration ## Everything: setup, lint, unit and integration tests
+
+demo: platform ## Break the sample platform and let platform_down.yml diagnose and heal it
+	@echo "==> Injecting a fault: the backend pods crash-loop (CrashLoopBackOff, restart count growing)"
+	$(BIN)/python testbed/faults.py inject crashloop backend
+	@echo "==> The platform as an on-call engineer finds it"
+	$(BIN)/python testbed/faults.py status
+	@echo "==> ansible-playbook playbooks/platform_down.yml  (cooldown off so the demo can be repeated)"
+	$(BIN)/ansible-playbook playbooks/platform_down.yml -e platform_down_cooldown_minutes=0
+	@echo "==> After the runbook"
+	$(BIN)/python testbed/faults.py status
+
+clean: testbed-down ## Stop everything and delete the test bed's state (keeps the build cache)
+	$(PYTHON) testbed/cluster.py reset
+	rm -rf $(CACHE)/pg $(CACHE)/redis

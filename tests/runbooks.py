@@ -1,0 +1,98 @@
+"""Run the project's playbooks the way CI pipelines do: through ansible-runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ansible_runner
+
+ROOT = Path(__file__).resolve().parent.parent
+# ansible-runner starts `ansible-playbook` from PATH: use the one next to this interpreter.
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+KUBECONFIG = Path(os.environ.get("TESTBED_CACHE", ROOT / ".cache" / "testbed")) / "kubeconfig"
+
+
+@dataclass
+class RunResult:
+    rc: int
+    status: str
+    stats: dict
+    stdout: str
+    artifacts: dict = field(default_factory=dict)
+
+    def count(self, key: str) -> int:
+        """Sum of a recap counter (ok, changed, failures, ...) over all hosts."""
+        return sum((self.stats.get(key) or {}).values())
+
+    @property
+    def changed(self) -> int:
+        return self.count("changed")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failures") + self.count("dark")
+
+
+def run_playbook(playbook: str, extravars: dict | None = None, check: bool = False, diff: bool = False,
+                 envvars: dict | None = None, inventory: str | None = None) -> RunResult:
+    env = {
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "KUBECONFIG": str(KUBECONFIG),
+        "K8S_AUTH_KUBECONFIG": str(KUBECONFIG),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    env.update(envvars or {})
+    cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    with tempfile.TemporaryDirectory(prefix="runner-") as private:
+        runner = ansible_runner.run(
+            private_data_dir=private,
+            project_dir=str(ROOT),
+            playbook=playbook if os.path.isabs(playbook) else str(ROOT / "playbooks" / playbook),
+            inventory=inventory or str(ROOT / "inventories" / "local"),
+            extravars=extravars or {},
+            envvars=env,
+            cmdline=cmdline or None,
+            quiet=True,
+        )
+        stdout = runner.stdout.read()
+        artifacts = {}
+        for event in runner.events:
+            if event.get("event") == "playbook_on_stats":
+                artifacts = (event.get("event_data") or {}).get("artifact_data") or {}
+        return RunResult(runner.rc, runner.status, runner.stats or {}, stdout, artifacts)
+
+
+def run_module(module: str, args: dict | None = None, check: bool = False, envvars: dict | None = None) -> dict:
+    """Run one module on localhost through ansible-runner; return its result dict (failed or not)."""
+    env = {
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "KUBECONFIG": str(KUBECONFIG),
+        "K8S_AUTH_KUBECONFIG": str(KUBECONFIG),
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    env.update(envvars or {})
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="runner-") as private:
+        runner = ansible_runner.run(
+            private_data_dir=private,
+            project_dir=str(ROOT),
+            host_pattern="localhost",
+            module=module,
+            module_args=json.dumps(args) if args else None,
+            inventory=str(ROOT / "inventories" / "local"),
+            envvars=env,
+            cmdline="--check" if check else None,
+            quiet=True,
+        )
+        for event in runner.events:
+            if event.get("event") in ("runner_on_ok", "runner_on_failed"):
+                return dict(event["event_data"]["res"])
+        raise AssertionError(f"module {module} produced no result (rc={runner.rc}):\n{runner.stdout.read()[-3000:]}")

@@ -1,0 +1,134 @@
+"""The diagnosis filters decide what the runbooks do; here they meet hand-made objects."""
+
+from __future__ import annotations
+
+from plugins.filter import saasodoo as f
+
+
+def pod(name, phase="Running", ready=True, restarts=0, waiting=None, last=None, exit_code=None, deleting=False):
+    cs = {"name": "app", "restartCount": restarts, "state": {"waiting": {"reason": waiting}} if waiting else {"running": {}}}
+    if last:
+        cs["lastState"] = {"terminated": {"reason": last, "exitCode": exit_code}}
+    meta = {"name": name, "namespace": "ns", "labels": {"app": "x"}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                                          "containerStatuses": [cs]}}
+
+
+def deployment(replicas=2, ready=2, updated=2, available=2, total=2, generation=1, observed=1, annotations=None):
+    return {"kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "ns", "generation": generation, "annotations": annotations or {}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "x"}}},
+            "status": {"observedGeneration": observed, "replicas": total, "readyReplicas": ready,
+                       "updatedReplicas": updated, "availableReplicas": available}}
+
+
+def test_selector_is_sorted_key_value_pairs():
+    assert f.k8s_selector({"b": "2", "a": "1"}) == ["a=1", "b=2"]
+    assert f.k8s_selector(None) == []
+
+
+def test_crashloop_pod_is_unhealthy_with_reason():
+    report = f.pod_health(pod("p", ready=False, restarts=5, waiting="CrashLoopBackOff", last="Error", exit_code=1))
+    assert not report["healthy"]
+    assert any("CrashLoopBackOff" in r for r in report["reasons"])
+    assert any("5 restarts" in r for r in report["reasons"])
+
+
+def test_oomkilled_is_named_with_exit_code():
+    report = f.pod_health(pod("p", ready=False, restarts=1, waiting="CrashLoopBackOff", last="OOMKilled", exit_code=137))
+    assert any("OOMKilled (exit code 137)" in r for r in report["reasons"])
+
+
+def test_terminating_pod_does_not_count():
+    report = f.pod_health(pod("p", ready=False, waiting="CrashLoopBackOff", deleting=True))
+    assert report["healthy"] and report["terminating"]
+
+
+def test_healthy_pod_below_restart_threshold():
+    assert f.pod_health(pod("p", restarts=2), restart_threshold=3)["healthy"]
+    assert not f.pod_health(pod("p", restarts=3), restart_threshold=3)["healthy"]
+
+
+def test_rollout_status_follows_kubectl_rules():
+    assert f.rollout_status(deployment())["complete"]
+    assert not f.rollout_status(deployment(generation=2, observed=1))["complete"]
+    assert "old replicas" in f.rollout_status(deployment(total=3))["message"]
+    assert not f.rollout_status(deployment(updated=1))["complete"]
+    assert not f.rollout_status(deployment(available=1))["complete"]
+
+
+def test_workload_health_flags_crashloop_and_scaled_to_zero():
+    bad = f.workload_health(deployment(ready=0), [pod("p", ready=False, waiting="CrashLoopBackOff", restarts=4)])
+    assert not bad["healthy"] and bad["crashloop"] and not bad["oomkilled"]
+    zero = f.workload_health(deployment(replicas=0, ready=0), [])
+    assert "scaled to zero replicas" in zero["reasons"]
+    good = f.workload_health(deployment(), [pod("a"), pod("b")])
+    assert good["healthy"] and good["reasons"] == []
+
+
+def test_cooldown_counts_down_from_the_annotation():
+    w = deployment(annotations={"saasodoo.io/last-restart-at": "2026-11-29T10:00:00Z"})
+    assert f.cooldown_remaining(w, 10, now="2026-11-29T10:04:00Z") == 360
+    assert f.cooldown_remaining(w, 10, now="2026-11-29T10:11:00Z") == 0
+    assert f.cooldown_remaining(w, 0, now="2026-11-29T10:01:00Z") == 0
+    assert f.cooldown_remaining(deployment(), 10) == 0
+
+
+def _report(ref, healthy, cooldown=0):
+    return {"ref": ref, "healthy": healthy, "cooldown_remaining": cooldown}
+
+
+def test_restart_plan_skips_healthy_respects_cooldown_and_cap():
+    plan = f.restart_plan([_report("a", True), _report("b", False), _report("c", False, cooldown=30),
+                           _report("d", False), _report("e", False)], max_restarts=2)
+    assert [r["ref"] for r in plan["restart"]] == ["b", "d"]
+    assert {s["ref"]: s["why"].split(";")[0].split(":")[0] for s in plan["skipped"]} == {
+        "c": "restarted recently", "e": "cap reached"}
+    forced = f.restart_plan([_report("a", True)], force=True)
+    assert [r["ref"] for r in forced["restart"]] == ["a"]
+    assert f.restart_plan([_report("a", False)], max_restarts=0)["restart"] == []
+
+
+def node(name, ready="True", pressure=None, unschedulable=False):
+    conds = [{"type": "Ready", "status": ready, "reason": "KubeletReady" if ready == "True" else "NodeStatusUnknown"}]
+    for p in pressure or []:
+        conds.append({"type": p, "status": "True"})
+    return {"metadata": {"name": name}, "spec": {"unschedulable": unschedulable}, "status": {"conditions": conds}}
+
+
+COMPONENTS = {
+    "traefik": {"kind": "Deployment", "name": "traefik", "namespace": "ns", "layer": "ingress", "critical": True, "replicas": 2},
+    "backend": {"kind": "Deployment", "name": "web", "namespace": "ns", "layer": "backend", "critical": True, "replicas": 2},
+}
+LAYERS = ["nodes", "ingress", "frontend", "backend", "data"]
+
+
+def traefik(ready=2):
+    d = deployment(ready=ready)
+    d["metadata"]["name"] = "traefik"
+    d["spec"]["selector"]["matchLabels"] = {"app": "traefik"}
+    return d
+
+
+def test_platform_diagnosis_names_first_broken_layer_and_codes():
+    result = f.platform_diagnosis([node("n1"), node("n2")], COMPONENTS, [traefik(), deployment(ready=0)],
+                                  [pod("p1", ready=False, waiting="CrashLoopBackOff", restarts=4)], LAYERS)
+    assert result["first_broken_layer"] == "backend"
+    assert [(x["code"], x["component"], x["severity"]) for x in result["findings"]] == [
+        ("WORKLOAD_CRASHLOOP", "backend", "critical")]
+    assert result["findings"][0]["evidence"] and result["severity"] == "critical"
+
+
+def test_platform_diagnosis_missing_workload_and_not_ready_nodes():
+    result = f.platform_diagnosis([node("n1", ready="Unknown"), node("n2", ready="Unknown")], COMPONENTS,
+                                  [deployment()], [pod("p1"), pod("p2")], LAYERS)
+    codes = [x["code"] for x in result["findings"]]
+    assert "NODE_NOT_READY" in codes and "WORKLOAD_MISSING" in codes
+    assert result["first_broken_layer"] == "nodes"
+
+
+def test_platform_diagnosis_healthy():
+    result = f.platform_diagnosis([node("n1")], COMPONENTS, [traefik(), deployment()], [pod("p1"), pod("p2")], LAYERS)
+    assert result["healthy"] and result["findings"] == [] and result["first_broken_layer"] is None
