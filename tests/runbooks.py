@@ -94,5 +94,8 @@ def run_module(module: str, args: dict | None = None, check: bool = False, envva
         )
         for event in runner.events:
             if event.get("event") in ("runner_on_ok", "runner_on_failed"):
-                return dict(event["event_data"]["res"])
+                result = dict(event["event_data"]["res"])
+                # ansible-core 2.19 leaves `failed` out of a failed event's result.
+                result["failed"] = event["event"] == "runner_on_failed"
+                return result
         raise AssertionError(f"module {module} produced no result (rc={runner.rc}):\n{runner.stdout.read()[-3000:]}")
