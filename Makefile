@@ -61,7 +61,7 @@ lint: venv ## ansible-lint with the production profile
 unit: venv ## Unit tests (no test bed needed)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: platform ## Integration tests against the real test bed
+integration: testbed-up ## Integration tests against the real test bed (they deploy the sample platform once)
 	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS)
 
 test: venv lint unit integration ## Everything: setup, lint, unit and integration tests
