@@ -47,6 +47,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
         "K8S_AUTH_KUBECONFIG": str(KUBECONFIG),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        "SAASODOO_REPORT_DIR": str(ROOT / ".cache" / "test-reports"),
     }
     env.update(envvars or {})
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
