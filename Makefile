@@ -16,7 +16,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
 .PHONY: help venv testbed-build testbed-up testbed-down testbed-status services-up services-down \
-        platform platform-teardown lint unit integration test demo clean
+        platform platform-teardown lint unit integration molecule test demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -64,7 +64,13 @@ unit: venv ## Unit tests (no test bed needed)
 integration: testbed-up ## Integration tests against the real test bed (they deploy the sample platform once)
 	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS)
 
-test: venv lint unit integration ## Everything: setup, lint, unit and integration tests
+molecule: testbed-up ## molecule test (converge, idempotence, verify) for every role that has a scenario
+	@for scenario in roles/*/molecule/default; do \
+	  role=$${scenario%/molecule/default}; echo "==> molecule test: $$role"; \
+	  (cd $$role && PATH=$(CURDIR)/$(BIN):$$PATH molecule test) || exit 1; \
+	done
+
+test: venv lint unit integration molecule ## Everything: setup, lint, unit, integration and molecule tests
 
 demo: platform ## Break the sample platform and let platform_down.yml diagnose and heal it
 	@echo "==> Injecting a fault: the backend pods crash-loop (CrashLoopBackOff, restart count growing)"
