@@ -6,7 +6,9 @@ runbooks' decisions are unit-tested without a cluster (tests/unit/test_filters.p
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime, timezone
+from pathlib import Path
 
 DOCUMENTATION = """
 name: saasodoo
@@ -20,22 +22,20 @@ description:
   - C(node_health) judges a node from its conditions.
 """
 
-# Waiting reasons that mean the container cannot run, not that it is merely starting.
-BAD_WAITING_REASONS = {
-    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
-    "CreateContainerError", "InvalidImageName", "RunContainerError",
-}
+# The judgements live in plugins/module_utils/saasodoo_k8s_health.py, shared with the modules.
+# Loaded by path, once when Ansible loads this file: on the controller a filter plugin cannot rely on
+# `ansible.module_utils.<project file>` (that name is only resolved inside AnsiballZ payloads), and
+# this file is not imported as part of a package.
+_spec = importlib.util.spec_from_file_location(
+    "saasodoo_k8s_health", Path(__file__).resolve().parent.parent / "module_utils" / "saasodoo_k8s_health.py")
+k8s_health = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(k8s_health)
+
+BAD_WAITING_REASONS = k8s_health.BAD_WAITING_REASONS
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-
-
-def _get(obj, *path, default=None):
-    for key in path:
-        if not isinstance(obj, dict):
-            return default
-        obj = obj.get(key)
-        if obj is None:
-            return default
-    return obj
+_get = k8s_health.dig
+_parse_time = k8s_health.parse_time
+rollout_status = k8s_health.rollout_status
 
 
 def k8s_selector(match_labels):
@@ -43,160 +43,18 @@ def k8s_selector(match_labels):
     return [f"{k}={v}" for k, v in sorted((match_labels or {}).items())]
 
 
-def _ref(obj):
-    meta = obj.get("metadata", {})
-    return f"{obj.get('kind', '?')}/{meta.get('namespace', '')}/{meta.get('name', '?')}"
-
-
 def pod_health(pod, restart_threshold=3):
     """{'name', 'healthy', 'phase', 'ready', 'restarts', 'reasons', 'last_termination'} for one pod."""
-    meta = pod.get("metadata", {})
-    status = pod.get("status", {}) or {}
-    phase = status.get("phase", "Unknown")
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions", []) or []}
-    ready = conditions.get("Ready") == "True"
-    reasons = []
-    restarts = 0
-    last_termination = None
-    for cs in status.get("containerStatuses", []) or []:
-        restarts += int(cs.get("restartCount", 0) or 0)
-        waiting = _get(cs, "state", "waiting") or {}
-        if waiting.get("reason") in BAD_WAITING_REASONS:
-            reasons.append(f"container {cs.get('name')} is waiting in {waiting['reason']}")
-        terminated = _get(cs, "lastState", "terminated") or _get(cs, "state", "terminated")
-        if terminated:
-            last_termination = {
-                "container": cs.get("name"),
-                "reason": terminated.get("reason", ""),
-                "exit_code": terminated.get("exitCode"),
-                "finished_at": terminated.get("finishedAt"),
-            }
-    if last_termination and last_termination["reason"] == "OOMKilled":
-        reasons.append(f"container {last_termination['container']} was OOMKilled (exit code {last_termination['exit_code']})")
-    if phase in ("Failed", "Unknown"):
-        reasons.append(f"pod phase is {phase}")
-    elif phase == "Pending":
-        reasons.append("pod is Pending (not scheduled or not started)")
-    elif phase == "Running" and not ready:
-        reasons.append("pod is Running but not Ready")
-    if restarts >= restart_threshold:
-        reasons.append(f"{restarts} restarts (threshold {restart_threshold})")
-    if meta.get("deletionTimestamp"):
-        # A terminating pod is on its way out; it says nothing about the workload's health.
-        reasons = []
-    return {
-        "name": meta.get("name"),
-        "namespace": meta.get("namespace"),
-        "node": _get(pod, "spec", "nodeName"),
-        "phase": phase,
-        "ready": ready,
-        "restarts": restarts,
-        "terminating": bool(meta.get("deletionTimestamp")),
-        "last_termination": last_termination,
-        "healthy": not reasons,
-        "reasons": reasons,
-    }
-
-
-def rollout_status(workload):
-    """{'complete': bool, 'message': str} as `kubectl rollout status` judges it."""
-    kind = workload.get("kind")
-    meta = workload.get("metadata", {})
-    spec = workload.get("spec", {}) or {}
-    status = workload.get("status", {}) or {}
-    generation = meta.get("generation", 0)
-    observed = status.get("observedGeneration", 0)
-    if observed < generation:
-        return {"complete": False, "message": "waiting for the controller to observe the new spec"}
-    if kind == "Deployment":
-        want = spec.get("replicas", 1)
-        updated = status.get("updatedReplicas", 0)
-        total = status.get("replicas", 0)
-        available = status.get("availableReplicas", 0)
-        ready = status.get("readyReplicas", 0)
-        for cond in status.get("conditions", []) or []:
-            if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-                return {"complete": False, "failed": True, "message": f"rollout exceeded its progress deadline: {cond.get('message', '')}"}
-        if updated < want:
-            return {"complete": False, "message": f"{updated} of {want} replicas updated"}
-        if total > updated:
-            return {"complete": False, "message": f"{total - updated} old replicas pending termination"}
-        if available < updated or ready < want:
-            return {"complete": False, "message": f"{min(available, ready)} of {want} updated replicas available"}
-        return {"complete": True, "message": f"{want} of {want} replicas updated and available"}
-    if kind == "StatefulSet":
-        want = spec.get("replicas", 1)
-        ready = status.get("readyReplicas", 0)
-        updated = status.get("updatedReplicas", 0)
-        if updated < want:
-            return {"complete": False, "message": f"{updated} of {want} replicas updated"}
-        if ready < want:
-            return {"complete": False, "message": f"{ready} of {want} replicas ready"}
-        if status.get("updateRevision") and status.get("currentRevision") != status.get("updateRevision"):
-            return {"complete": False, "message": "waiting for the update revision to become current"}
-        return {"complete": True, "message": f"{want} of {want} replicas updated and ready"}
-    if kind == "DaemonSet":
-        want = status.get("desiredNumberScheduled", 0)
-        updated = status.get("updatedNumberScheduled", 0)
-        available = status.get("numberAvailable", 0)
-        if updated < want:
-            return {"complete": False, "message": f"{updated} of {want} pods updated"}
-        if available < want:
-            return {"complete": False, "message": f"{available} of {want} updated pods available"}
-        return {"complete": True, "message": f"{want} of {want} pods updated and available"}
-    return {"complete": False, "message": f"unsupported kind {kind}"}
+    report = k8s_health.pod_health(pod, restart_threshold)
+    del report["waiting_reason"]  # the modules' extra; the filter's output stays as the playbooks know it
+    return report
 
 
 def workload_health(workload, pods=None, restart_threshold=3):
-    """Judge a workload with its pods: {'ref', 'healthy', 'reasons', 'pods', ...}."""
-    kind = workload.get("kind")
-    meta = workload.get("metadata", {})
-    spec = workload.get("spec", {}) or {}
-    status = workload.get("status", {}) or {}
-    if kind == "DaemonSet":
-        want = status.get("desiredNumberScheduled", 0)
-        ready = status.get("numberReady", 0)
-    else:
-        want = spec.get("replicas", 1)
-        ready = status.get("readyReplicas", 0)
-    reasons = []
-    if want == 0:
-        reasons.append("scaled to zero replicas")
-    elif ready < want:
-        reasons.append(f"{ready} of {want} replicas ready")
-    pod_reports = [pod_health(p, restart_threshold) for p in (pods or [])]
-    live = [p for p in pod_reports if not p["terminating"]]
-    for p in live:
-        for reason in p["reasons"]:
-            reasons.append(f"pod {p['name']}: {reason}")
-    oom = any(p["last_termination"] and p["last_termination"]["reason"] == "OOMKilled" for p in live)
-    crashloop = any(any("CrashLoopBackOff" in r for r in p["reasons"]) for p in live)
-    return {
-        "ref": _ref(workload),
-        "kind": kind,
-        "name": meta.get("name"),
-        "namespace": meta.get("namespace"),
-        "replicas": want,
-        "ready_replicas": ready,
-        "healthy": not reasons,
-        "reasons": reasons,
-        "crashloop": crashloop,
-        "oomkilled": oom,
-        "pods": pod_reports,
-        "rollout": rollout_status(workload),
-        "annotations": meta.get("annotations", {}) or {},
-    }
-
-
-def _parse_time(value):
-    if not value:
-        return None
-    text = str(value).strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    """Judge a workload with its pods: {'ref', 'healthy', 'reasons', 'pods', ..., 'annotations'}."""
+    report = k8s_health.workload_health(workload, [pod_health(p, restart_threshold) for p in (pods or [])])
+    report["annotations"] = _get(workload, "metadata", "annotations", default={}) or {}
+    return report
 
 
 def cooldown_remaining(workload, minutes, annotation="saasodoo.io/last-restart-at", now=None):
@@ -211,23 +69,9 @@ def cooldown_remaining(workload, minutes, annotation="saasodoo.io/last-restart-a
 
 def node_health(node):
     """{'name', 'ready', 'healthy', 'reasons', 'pressure'} from a node's conditions."""
-    conditions = {c.get("type"): c for c in _get(node, "status", "conditions", default=[]) or []}
-    ready_cond = conditions.get("Ready", {})
-    ready = ready_cond.get("status") == "True"
-    reasons = []
-    if not ready:
-        reasons.append(f"node is NotReady ({ready_cond.get('reason') or 'no Ready condition'}: {ready_cond.get('message', '')})".strip())
-    pressure = [t for t in ("MemoryPressure", "DiskPressure", "PIDPressure") if conditions.get(t, {}).get("status") == "True"]
-    reasons.extend(f"node reports {t}" for t in pressure)
-    if _get(node, "spec", "unschedulable"):
-        reasons.append("node is cordoned (unschedulable)")
-    return {
-        "name": _get(node, "metadata", "name"),
-        "ready": ready,
-        "healthy": not reasons,
-        "reasons": reasons,
-        "pressure": pressure,
-    }
+    report = k8s_health.node_health(node)
+    del report["unschedulable"], report["conditions"]  # the modules' extras
+    return report
 
 
 def k8s_refs(resources):
@@ -287,8 +131,8 @@ def _finding(code, severity, message, layer=None, component=None, ref=None, evid
 
 
 def _selects(match_labels, pod):
-    labels = _get(pod, "metadata", "labels", default={}) or {}
-    return bool(match_labels) and all(labels.get(k) == v for k, v in match_labels.items())
+    # matchLabels only, as this filter always judged (matchExpressions are not consulted here).
+    return k8s_health.selector_matches({"matchLabels": match_labels}, _get(pod, "metadata", "labels"))
 
 
 def platform_diagnosis(nodes, components, workloads, pods, layers, restart_threshold=3):

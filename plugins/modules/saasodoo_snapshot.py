@@ -24,8 +24,9 @@ description:
     call per namespace or tenant, paginated with O(page_size). With fewer objects per kind than
     O(page_size) that is 8 calls whatever the number of tenants; O(api_calls) in the result says how
     many were made.
-  - The judgements match the project's diagnosis filters (C(pod_health), C(workload_health),
-    C(node_health) in C(plugins/filter/saasodoo.py)), and so do the finding codes they share.
+  - The judgements are those of the project's diagnosis filters (C(pod_health), C(workload_health),
+    C(node_health) in C(plugins/filter/saasodoo.py)), since both use C(plugins/module_utils/saasodoo_k8s_health.py);
+    the finding codes they share are the same.
   - Read-only; it never changes anything, so check mode runs it as is.
   - The credentials need C(list) on those kinds cluster-wide (a ClusterRole), since lists are
     cluster-wide even when O(namespaces) restricts what is reported.
@@ -332,6 +333,17 @@ from ansible.module_utils.saasodoo_k8s import (
     client,
     list_all,
 )
+from ansible.module_utils.saasodoo_k8s_health import (
+    dig as _get,
+    event_last_seen,
+    node_health,
+    parse_quantity,
+    pod_health,
+    pod_requests,
+    selector_matches,
+    workload_health,
+    workload_ref,
+)
 
 try:
     from kubernetes.client import AppsV1Api, CoreV1Api
@@ -340,276 +352,7 @@ except ImportError:  # main() reports it (HAS_KUBERNETES)
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
-# ------------------------------------------------------------------------ judgements
-# These mirror plugins/filter/saasodoo.py (pod_health, rollout_status, workload_health,
-# node_health) line for line: a module cannot import a filter plugin, and the runbooks must get
-# the same verdicts from both. tests/unit/test_snapshot.py compares them on the same objects.
-
-# Waiting reasons that mean the container cannot run, not that it is merely starting.
-BAD_WAITING_REASONS = {
-    "CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
-    "CreateContainerError", "InvalidImageName", "RunContainerError",
-}
-
-
-def _get(obj, *path, **kw):
-    default = kw.get("default")
-    for key in path:
-        if not isinstance(obj, dict):
-            return default
-        obj = obj.get(key)
-        if obj is None:
-            return default
-    return obj
-
-
-def pod_health(pod, restart_threshold=3):
-    """The filter's pod_health, plus the waiting reason of the first waiting container."""
-    meta = pod.get("metadata", {})
-    status = pod.get("status", {}) or {}
-    phase = status.get("phase", "Unknown")
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions", []) or []}
-    ready = conditions.get("Ready") == "True"
-    reasons = []
-    restarts = 0
-    last_termination = None
-    waiting_reason = None
-    for cs in status.get("containerStatuses", []) or []:
-        restarts += int(cs.get("restartCount", 0) or 0)
-        waiting = _get(cs, "state", "waiting") or {}
-        if waiting.get("reason") and waiting_reason is None:
-            waiting_reason = waiting["reason"]
-        if waiting.get("reason") in BAD_WAITING_REASONS:
-            reasons.append("container %s is waiting in %s" % (cs.get("name"), waiting["reason"]))
-        terminated = _get(cs, "lastState", "terminated") or _get(cs, "state", "terminated")
-        if terminated:
-            last_termination = {
-                "container": cs.get("name"),
-                "reason": terminated.get("reason", ""),
-                "exit_code": terminated.get("exitCode"),
-                "finished_at": terminated.get("finishedAt"),
-            }
-    if last_termination and last_termination["reason"] == "OOMKilled":
-        reasons.append("container %s was OOMKilled (exit code %s)" % (last_termination["container"],
-                                                                      last_termination["exit_code"]))
-    if phase in ("Failed", "Unknown"):
-        reasons.append("pod phase is %s" % phase)
-    elif phase == "Pending":
-        reasons.append("pod is Pending (not scheduled or not started)")
-    elif phase == "Running" and not ready:
-        reasons.append("pod is Running but not Ready")
-    if restarts >= restart_threshold:
-        reasons.append("%s restarts (threshold %s)" % (restarts, restart_threshold))
-    if meta.get("deletionTimestamp"):
-        # A terminating pod is on its way out; it says nothing about the workload's health.
-        reasons = []
-    return {
-        "name": meta.get("name"),
-        "namespace": meta.get("namespace"),
-        "node": _get(pod, "spec", "nodeName"),
-        "phase": phase,
-        "ready": ready,
-        "restarts": restarts,
-        "terminating": bool(meta.get("deletionTimestamp")),
-        "last_termination": last_termination,
-        "waiting_reason": waiting_reason,
-        "healthy": not reasons,
-        "reasons": reasons,
-    }
-
-
-def rollout_status(workload):
-    """{'complete': bool, 'message': str} as `kubectl rollout status` judges it (the filter's)."""
-    kind = workload.get("kind")
-    meta = workload.get("metadata", {})
-    spec = workload.get("spec", {}) or {}
-    status = workload.get("status", {}) or {}
-    if status.get("observedGeneration", 0) < meta.get("generation", 0):
-        return {"complete": False, "message": "waiting for the controller to observe the new spec"}
-    if kind == "Deployment":
-        want = spec.get("replicas", 1)
-        updated = status.get("updatedReplicas", 0)
-        total = status.get("replicas", 0)
-        available = status.get("availableReplicas", 0)
-        ready = status.get("readyReplicas", 0)
-        for cond in status.get("conditions", []) or []:
-            if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-                return {"complete": False, "failed": True,
-                        "message": "rollout exceeded its progress deadline: %s" % cond.get("message", "")}
-        if updated < want:
-            return {"complete": False, "message": "%s of %s replicas updated" % (updated, want)}
-        if total > updated:
-            return {"complete": False, "message": "%s old replicas pending termination" % (total - updated)}
-        if available < updated or ready < want:
-            return {"complete": False, "message": "%s of %s updated replicas available" % (min(available, ready), want)}
-        return {"complete": True, "message": "%s of %s replicas updated and available" % (want, want)}
-    if kind == "StatefulSet":
-        want = spec.get("replicas", 1)
-        ready = status.get("readyReplicas", 0)
-        updated = status.get("updatedReplicas", 0)
-        if updated < want:
-            return {"complete": False, "message": "%s of %s replicas updated" % (updated, want)}
-        if ready < want:
-            return {"complete": False, "message": "%s of %s replicas ready" % (ready, want)}
-        if status.get("updateRevision") and status.get("currentRevision") != status.get("updateRevision"):
-            return {"complete": False, "message": "waiting for the update revision to become current"}
-        return {"complete": True, "message": "%s of %s replicas updated and ready" % (want, want)}
-    if kind == "DaemonSet":
-        want = status.get("desiredNumberScheduled", 0)
-        updated = status.get("updatedNumberScheduled", 0)
-        available = status.get("numberAvailable", 0)
-        if updated < want:
-            return {"complete": False, "message": "%s of %s pods updated" % (updated, want)}
-        if available < want:
-            return {"complete": False, "message": "%s of %s updated pods available" % (available, want)}
-        return {"complete": True, "message": "%s of %s pods updated and available" % (want, want)}
-    return {"complete": False, "message": "unsupported kind %s" % kind}
-
-
-def _ref(obj):
-    meta = obj.get("metadata", {})
-    return "%s/%s/%s" % (obj.get("kind", "?"), meta.get("namespace", ""), meta.get("name", "?"))
-
-
-def workload_health(workload, pod_reports):
-    """The filter's workload_health, over pod_health reports already made."""
-    kind = workload.get("kind")
-    meta = workload.get("metadata", {})
-    spec = workload.get("spec", {}) or {}
-    status = workload.get("status", {}) or {}
-    if kind == "DaemonSet":
-        want = status.get("desiredNumberScheduled", 0)
-        ready = status.get("numberReady", 0)
-    else:
-        want = spec.get("replicas", 1)
-        ready = status.get("readyReplicas", 0)
-    reasons = []
-    if want == 0:
-        reasons.append("scaled to zero replicas")
-    elif ready < want:
-        reasons.append("%s of %s replicas ready" % (ready, want))
-    live = [p for p in pod_reports if not p["terminating"]]
-    for p in live:
-        for reason in p["reasons"]:
-            reasons.append("pod %s: %s" % (p["name"], reason))
-    return {
-        "ref": _ref(workload),
-        "kind": kind,
-        "name": meta.get("name"),
-        "namespace": meta.get("namespace"),
-        "replicas": want,
-        "ready_replicas": ready,
-        "healthy": not reasons,
-        "reasons": reasons,
-        "crashloop": any(any("CrashLoopBackOff" in r for r in p["reasons"]) for p in live),
-        "oomkilled": any(p["last_termination"] and p["last_termination"]["reason"] == "OOMKilled" for p in live),
-        "pods": list(pod_reports),
-        "rollout": rollout_status(workload),
-    }
-
-
-def node_health(node):
-    """The filter's node_health, plus conditions and the cordon flag."""
-    conditions = {c.get("type"): c for c in _get(node, "status", "conditions", default=[]) or []}
-    ready_cond = conditions.get("Ready", {})
-    ready = ready_cond.get("status") == "True"
-    reasons = []
-    if not ready:
-        reasons.append(("node is NotReady (%s: %s)" % (ready_cond.get("reason") or "no Ready condition",
-                                                       ready_cond.get("message", ""))).strip())
-    pressure = [t for t in ("MemoryPressure", "DiskPressure", "PIDPressure")
-                if conditions.get(t, {}).get("status") == "True"]
-    reasons.extend("node reports %s" % t for t in pressure)
-    unschedulable = bool(_get(node, "spec", "unschedulable"))
-    if unschedulable:
-        reasons.append("node is cordoned (unschedulable)")
-    return {
-        "name": _get(node, "metadata", "name"),
-        "ready": ready,
-        "healthy": not reasons,
-        "reasons": reasons,
-        "pressure": pressure,
-        "unschedulable": unschedulable,
-        "conditions": {t: c.get("status") for t, c in conditions.items()},
-    }
-
-
 # ------------------------------------------------------------------------ small helpers
-
-_BINARY = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
-_DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
-
-
-def parse_quantity(value):
-    """A Kubernetes quantity ('500m', '1.5', '128Mi', '1G', '1e3') as a float in base units; None if unset."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    for suffix, factor in _BINARY.items():
-        if text.endswith(suffix):
-            return float(text[:-2]) * factor
-    if text[-1:] in _DECIMAL:
-        return float(text[:-1]) * _DECIMAL[text[-1]]
-    return float(text)
-
-
-def pod_requests(pod):
-    """(cpu cores, memory bytes) the scheduler reserves for a pod: max(sum of containers, any init) + overhead."""
-    spec = pod.get("spec", {}) or {}
-
-    def one(container, name):
-        return parse_quantity(_get(container, "resources", "requests", name)) or 0.0
-
-    totals = []
-    for name in ("cpu", "memory"):
-        main = sum(one(c, name) for c in spec.get("containers", []) or [])
-        init = max([one(c, name) for c in spec.get("initContainers", []) or []] or [0.0])
-        overhead = parse_quantity((spec.get("overhead") or {}).get(name)) or 0.0
-        totals.append(max(main, init) + overhead)
-    return totals[0], totals[1]
-
-
-def parse_time(value):
-    if not value:
-        return None
-    text = str(value).strip().replace("Z", "+00:00")
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        # Python < 3.11 accepts only 0, 3 or 6 fraction digits: drop the fraction.
-        try:
-            head, _sep, rest = text.partition(".")
-            zone = rest[rest.find("+"):] if "+" in rest else ""
-            parsed = datetime.fromisoformat(head + zone)
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def selector_matches(selector, labels):
-    """Whether a LabelSelector (matchLabels and matchExpressions) selects these labels; empty selects nothing."""
-    selector = selector or {}
-    labels = labels or {}
-    match = selector.get("matchLabels") or {}
-    expressions = selector.get("matchExpressions") or []
-    if not match and not expressions:
-        return False
-    if any(labels.get(k) != v for k, v in match.items()):
-        return False
-    for expr in expressions:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
 
 def _percent(part, whole):
     return round(100.0 * part / whole, 1) if whole else None
@@ -712,10 +455,10 @@ def analyse_nodes(nodes, pods, request_percent):
         node = _get(pod, "spec", "nodeName")
         if not node or _get(pod, "status", "phase") in ("Succeeded", "Failed"):
             continue
-        cpu, memory = pod_requests(pod)
+        req = pod_requests(pod)
         acc = used.setdefault(node, {"cpu": 0.0, "memory": 0.0, "pods": 0})
-        acc["cpu"] += cpu
-        acc["memory"] += memory
+        acc["cpu"] += req["cpu"]
+        acc["memory"] += req["memory"]
         acc["pods"] += 1
     reports, findings = [], []
     for node in sorted(nodes, key=lambda n: _get(n, "metadata", "name") or ""):
@@ -874,8 +617,7 @@ def analyse(raw, params=None, now=None):
         ns = involved.get("namespace") or _get(ev, "metadata", "namespace")
         if not is_watched(ns):
             continue
-        seen = (parse_time(_get(ev, "series", "lastObservedTime")) or parse_time(ev.get("lastTimestamp"))
-                or parse_time(ev.get("eventTime")) or parse_time(_get(ev, "metadata", "creationTimestamp")))
+        seen = event_last_seen(ev)
         if seen is None or seen < since:
             continue
         count = int(_get(ev, "series", "count") or ev.get("count") or 1)
@@ -902,7 +644,7 @@ def analyse(raw, params=None, now=None):
         slug = tenant_of_ns[ns]
         pod_pairs = pods_by_ns.get(ns, [])
         reports = [workload_health(w, [r for _p, r in selected(w)])
-                   for w in sorted(workloads_by_ns.get(ns, []), key=_ref)]
+                   for w in sorted(workloads_by_ns.get(ns, []), key=workload_ref)]
         unhealthy = [r for _p, r in pod_pairs if not r["healthy"] and not r["terminating"]]
         unbound = [{"name": _get(p, "metadata", "name"), "phase": _get(p, "status", "phase", default="Pending")}
                    for p in pvcs_by_ns.get(ns, []) if _get(p, "status", "phase") != "Bound"]

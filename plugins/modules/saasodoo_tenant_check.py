@@ -441,7 +441,7 @@ import re
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError, finding, sort_findings, worst_severity
@@ -452,6 +452,13 @@ from ansible.module_utils.saasodoo_k8s import (
     ApiCallCounter,
     client,
     list_all,
+)
+from ansible.module_utils.saasodoo_k8s_health import (
+    dig as _get,
+    event_last_seen,
+    node_health,
+    parse_quantity as _quantity,
+    pod_requests as _pod_requests,
 )
 from ansible.module_utils.saasodoo_pg import (
     HAS_PSYCOPG,
@@ -506,30 +513,16 @@ REMEDIATION = {
 }
 
 # --------------------------------------------------------------------------------------------
-# Quantities and times
-
-_QUANTITY = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$")
-_SUFFIXES = {
-    None: 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2.0 ** 10, "Mi": 2.0 ** 20, "Gi": 2.0 ** 30, "Ti": 2.0 ** 40, "Pi": 2.0 ** 50, "Ei": 2.0 ** 60,
-}
+# Quantities and formatting
 
 
 def parse_quantity(value, what="quantity"):
-    """A Kubernetes quantity ('500m', '1Gi', '2', 1.5) as a float (cores, bytes); None -> 0."""
-    if value is None or value == "":
-        return 0.0
-    if isinstance(value, bool):
-        raise DiagnosisError("%s: %r is not a Kubernetes quantity" % (what, value))
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _QUANTITY.match(("%s" % value).strip())
-    if not match:
-        raise DiagnosisError("%s: %r is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 1Gi)" % (what, value))
-    number = float(match.group(1))
-    if match.group(2):
-        return number * 10.0 ** int(match.group(2)[1:])
-    return number * _SUFFIXES[match.group(3)]
+    """A Kubernetes quantity ('500m', '1Gi', '2', 1.5) as a float (cores, bytes); None -> 0; else DiagnosisError."""
+    try:
+        parsed = _quantity(value)
+    except ValueError as e:
+        raise DiagnosisError("%s: %s" % (what, e))
+    return 0.0 if parsed is None else parsed
 
 
 def fmt_cpu(cores):
@@ -555,24 +548,6 @@ def _resources(cpu, memory):
     return {"cpu": round(float(cpu), 3), "memory": int(memory)}
 
 
-def parse_time(value):
-    """An RFC 3339 time from the API ('2026-01-01T10:00:00Z', with or without fraction) -> aware datetime."""
-    if not value:
-        return None
-    match = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})?$", "%s" % value)
-    if not match:
-        return None
-    moment = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S")
-    if match.group(2):
-        moment = moment.replace(microsecond=int((match.group(2)[1:] + "000000")[:6]))
-    offset = match.group(3)
-    if offset and offset != "Z":
-        sign = 1 if offset[0] == "+" else -1
-        minutes = sign * (int(offset[1:3]) * 60 + int(offset[4:6]))
-        return moment.replace(tzinfo=timezone.utc) - timedelta(minutes=minutes)
-    return moment.replace(tzinfo=timezone.utc)
-
-
 def fmt_minutes(minutes):
     if minutes is None:
         return "an unknown time"
@@ -581,14 +556,6 @@ def fmt_minutes(minutes):
     if minutes < 2880:
         return "%.1f h" % (minutes / 60.0)
     return "%.1f d" % (minutes / 1440.0)
-
-
-def _get(obj, *path):
-    for key in path:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(key)
-    return obj
 
 
 def _one_line(text, limit=MESSAGE_CHARS):
@@ -668,31 +635,13 @@ def validate(params):
 # Capacity
 
 
-def _request(container, key):
-    return parse_quantity(_get(container, "resources", "requests", key))
-
-
 def pod_requests(pod):
-    """What the scheduler reserves for a pod: max(containers + sidecars, each init container) + overhead."""
-    spec = pod.get("spec") or {}
-    out = {}
-    for key in ("cpu", "memory"):
-        main = sum(_request(c, key) for c in spec.get("containers") or [])
-        sidecars, init_max = 0.0, 0.0
-        for c in spec.get("initContainers") or []:
-            if c.get("restartPolicy") == "Always":
-                sidecars += _request(c, key)
-            else:
-                init_max = max(init_max, sidecars + _request(c, key))
-        out[key] = max(main + sidecars, init_max) + parse_quantity((spec.get("overhead") or {}).get(key))
-    return _resources(out["cpu"], out["memory"])
-
-
-def _node_ready(node):
-    for cond in _get(node, "status", "conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
+    """What the scheduler reserves for a pod (see saasodoo_k8s_health.pod_requests), as {cpu, memory}."""
+    try:
+        req = _pod_requests(pod)
+    except ValueError as e:
+        raise DiagnosisError("quantity: %s" % e)
+    return _resources(req["cpu"], req["memory"])
 
 
 def place(count, request, frees):
@@ -716,7 +665,7 @@ def analyse_capacity(nodes, pods, tiers, tolerated_taints):
     for node in nodes:
         name = _get(node, "metadata", "name")
         reasons = []
-        if not _node_ready(node):
+        if not node_health(node)["ready"]:
             reasons.append("not Ready")
         if _get(node, "spec", "unschedulable"):
             reasons.append("cordoned")
@@ -789,11 +738,6 @@ def index_by_namespace(items, namespaces):
         if ns in out:
             out[ns][_get(item, "metadata", "name")] = item
     return out
-
-
-def event_last_seen(event):
-    return (parse_time(_get(event, "series", "lastObservedTime")) or parse_time(event.get("lastTimestamp"))
-            or parse_time(event.get("eventTime")) or parse_time(_get(event, "metadata", "creationTimestamp")))
 
 
 def tenant_namespaces(namespaces, tenant_label, prefix):

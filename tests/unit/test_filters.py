@@ -68,6 +68,23 @@ def test_workload_health_flags_crashloop_and_scaled_to_zero():
     assert good["healthy"] and good["reasons"] == []
 
 
+POD_KEYS = {"name", "namespace", "node", "phase", "ready", "restarts", "terminating", "last_termination", "healthy",
+            "reasons"}
+
+
+def test_filter_outputs_keep_the_keys_playbooks_read():
+    """The judgements are shared with the modules (saasodoo_k8s_health); the filters' outputs stay as they were."""
+    assert set(f.pod_health(pod("p"))) == POD_KEYS
+    report = f.workload_health(deployment(annotations={"a": "b"}), [pod("p")])
+    assert set(report) == {"ref", "kind", "name", "namespace", "replicas", "ready_replicas", "healthy", "reasons",
+                           "crashloop", "oomkilled", "pods", "rollout", "annotations"}
+    assert report["annotations"] == {"a": "b"} and set(report["pods"][0]) == POD_KEYS
+    assert f.workload_health(deployment())["annotations"] == {}
+    assert set(f.node_health(node("n1", unschedulable=True))) == {"name", "ready", "healthy", "reasons", "pressure"}
+    assert f.node_health(node("n1", unschedulable=True))["reasons"] == ["node is cordoned (unschedulable)"]
+    assert f.rollout_status is f.k8s_health.rollout_status
+
+
 def test_cooldown_counts_down_from_the_annotation():
     w = deployment(annotations={"saasodoo.io/last-restart-at": "2026-11-29T10:00:00Z"})
     assert f.cooldown_remaining(w, 10, now="2026-11-29T10:04:00Z") == 360

@@ -21,9 +21,11 @@ from plugins.module_utils import saasodoo_findings
 # Ansible, point those names at the project's files before loading it.
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
 from plugins.module_utils import saasodoo_k8s as k8s  # noqa: E402
+from plugins.module_utils import saasodoo_k8s_health as k8s_health  # noqa: E402
 from plugins.module_utils import saasodoo_pg as pg  # noqa: E402
 
 sys.modules.setdefault("ansible.module_utils.saasodoo_k8s", k8s)
+sys.modules.setdefault("ansible.module_utils.saasodoo_k8s_health", k8s_health)
 sys.modules.setdefault("ansible.module_utils.saasodoo_pg", pg)
 _spec = importlib.util.spec_from_file_location("saasodoo_tenant_check", k8s.__file__.replace(
     "module_utils/saasodoo_k8s.py", "modules/saasodoo_tenant_check.py"))
