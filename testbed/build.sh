@@ -26,7 +26,11 @@ command -v go >/dev/null || { echo "go is not installed; the test bed is built f
 build() {
   local name=$1 dir=$2 pkg=$3; shift 3
   local out="$cache/bin/$name"
-  if [ -x "$out" ] && [ "$out" -nt "$here/go/$dir/go.mod" ] && [ "$out" -nt "$here/go/$dir/go.sum" ]; then
+  local fresh=1 src
+  for src in "$here/go/$dir"/go.mod "$here/go/$dir"/go.sum "$here/go/$dir"/*.go; do
+    [ -e "$src" ] && ! [ "$out" -nt "$src" ] && fresh=0
+  done
+  if [ -x "$out" ] && [ "$fresh" = 1 ]; then
     log "$name: up to date"
     return 0
   fi
@@ -46,11 +50,14 @@ build() {
 }
 
 log "downloading modules (cached after the first run)"
-for d in etcd kubernetes kwok; do (cd "$here/go/$d" && go mod download); done
+for d in etcd kubernetes kwok cert-manager; do (cd "$here/go/$d" && go mod download); done
 
 build etcd etcd go.etcd.io/etcd/server/v3 -ldflags "-s -w"
 build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver -ldflags "$ldflags_k8s"
 build kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager -ldflags "$ldflags_k8s"
 build kube-scheduler kubernetes k8s.io/kubernetes/cmd/kube-scheduler -ldflags "$ldflags_k8s"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok -ldflags "-s -w"
+# cert-manager's own controllers (issuers, CA signer, certificate controllers) wired in
+# testbed/go/cert-manager/main.go: its cmd/controller is not a published module.
+build cert-manager-controller cert-manager . -ldflags "-s -w"
 log "all binaries in $cache/bin"
