@@ -84,3 +84,26 @@ def test_healthy_platform_is_left_alone(platform):
     assert result.changed == 0
     assert result.artifacts["platform_down_report"]["findings"] == []
     assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+
+
+def test_frontend_scaled_to_zero_is_scaled_back(platform):
+    frontend = platform["saasodoo_components"]["frontend"]
+    faults.wait_healthy("frontend")
+    fault = faults.scale_to_zero("frontend")
+    try:
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["platform_down_report"]
+        assert ("WORKLOAD_SCALED_TO_ZERO", "frontend") in _codes(report)
+        assert report["first_broken_layer"] == "frontend"
+        assert "scaled back to desired replicas: frontend" in report["actions"]
+        assert report["healthy_after"] is True, report["remaining"]
+        assert faults._workload(frontend).spec.replicas == frontend["replicas"]
+        assert faults.component_healthy("frontend")
+
+        again = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+        assert again.rc == 0 and again.changed == 0, again.stdout[-3000:]
+    finally:
+        if not faults.component_healthy("frontend"):
+            fault.undo()
