@@ -37,14 +37,17 @@ KUBECONFIG = CACHE / "kubeconfig"
 KWOK_CONFIG = HERE / "kwok" / "kwok.yaml"
 
 HOST = "127.0.0.1"
-PORTS = {
+# TESTBED_PORT_OFFSET moves every port, so a second test bed (another checkout, another
+# TESTBED_CACHE) can run beside the first one.
+PORT_OFFSET = int(os.environ.get("TESTBED_PORT_OFFSET", "0"))
+PORTS = {name: port + PORT_OFFSET for name, port in {
     "etcd": 23790,
     "etcd-peer": 23800,
     "kube-apiserver": 16443,
     "kube-controller-manager": 20257,
     "kube-scheduler": 20259,
     "kwok": 20247,
-}
+}.items()}
 # Order matters: each component needs the ones before it.
 COMPONENTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
 

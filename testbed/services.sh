@@ -99,6 +99,11 @@ ensure_packages() {
   local missing=()
   find_pg_bindir || missing+=(postgresql postgresql-contrib)
   have_redis || missing+=(redis-server)
+  # Used by the runbooks' tests as real components: Prometheus (metrics_collection,
+  # performance_check), PgBouncer (db_performance), dnsmasq (dns_resolution).
+  command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
   [ "${#missing[@]}" -eq 0 ] && return 0
   install_packages "${missing[@]}"
   find_pg_bindir || die "PostgreSQL binaries (with pg_stat_statements) not found under /usr/lib/postgresql/*/bin after install"

@@ -230,7 +230,7 @@ def escalation(findings_before, findings_after, remediated=False):
     high findings still open. Medium (within 24 hours): the rest still open, or a critical
     incident that the runbook resolved (it still deserves a review).
     """
-    left = findings_after or []
+    left = [f for f in findings_after or [] if f.get("severity") != "low"]
     levels = {f["severity"] for f in left}
     if "critical" in levels:
         return {"level": "critical", "when": "immediately", "why": "critical findings remain after the runbook"}
@@ -248,13 +248,24 @@ def summary_lines(report):
     """Human-readable lines for a runbook report (found, did, left alone, verification, escalation)."""
     lines = [f"{report.get('runbook', 'runbook').upper()} RUNBOOK"
              + (" (CHECK MODE: nothing was changed)" if report.get("check_mode") else "")]
+    findings = report.get("findings", [])
     if report.get("healthy_before"):
-        lines.append("Diagnosis: healthy, nothing to do")
-    else:
+        lines.append("Diagnosis: healthy, nothing to do"
+                     + (f" ({len(findings)} low-severity observation(s))" if findings else ""))
+    elif "first_broken_layer" in report:
         lines.append(f"Diagnosis: first broken layer: {report.get('first_broken_layer') or 'none (degraded, not down)'}")
-    for f in report.get("findings", []):
+    else:
+        worst = next((s for s in ("critical", "high", "medium", "low")
+                      if any(f.get("severity") == s for f in findings)), "none")
+        lines.append(f"Diagnosis: {len(findings)} finding(s), worst severity {worst}")
+    for f in findings:
         lines.append(f"Found: {f['severity'].upper()} {f['code']} {f['message']}")
-        lines.extend(f"       evidence: {e}" for e in f.get("evidence", [])[:3])
+        evidence = f.get("evidence") or []
+        if isinstance(evidence, dict):
+            evidence = [f"{k}: {v}" for k, v in evidence.items()]
+        elif not isinstance(evidence, list):
+            evidence = [evidence]
+        lines.extend(f"       evidence: {e}" for e in evidence[:3])
     actions = report.get("actions", [])
     lines.extend(f"Did: {a}" for a in actions)
     if not actions:
