@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cluster  # noqa: E402 - the test bed's process helpers, same cache and layout
 
 NAME = "cert-manager-controller"
-HEALTH = os.environ.get("CERTMANAGER_HEALTHZ", "127.0.0.1:20403")
+HEALTH = os.environ.get("CERTMANAGER_HEALTHZ", f"127.0.0.1:{20403 + cluster.PORT_OFFSET}")
 DEFAULT_NAMESPACE = os.environ.get("CERTMANAGER_NAMESPACE", "cert-manager-test")
 NAMESPACE_FILE = cluster.RUN / f"{NAME}.namespace"
 GO_MOD = cluster.HERE / "go" / "cert-manager" / "go.mod"
@@ -111,6 +111,7 @@ def cmd_up(namespace: str) -> int:
         "--leader-elect=false",
         "--enable-certificate-owner-ref",
         f"--healthz-listen-address={HEALTH}",
+        f"--metrics-listen-address=127.0.0.1:{20402 + cluster.PORT_OFFSET}",
         "--v=2",
     ])
     NAMESPACE_FILE.write_text(namespace + "\n")

@@ -41,7 +41,7 @@ from testbed import platform_vars  # noqa: E402
 CRASHLOOP_LABEL = "saasodoo.test/crashloop"
 NODE_NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
 PREVIOUS_REPLICAS = "saasodoo.test/replicas-before-fault"
-DEFAULT_KUBECONFIG = platform_vars.ROOT / ".cache" / "testbed" / "kubeconfig"
+DEFAULT_KUBECONFIG = Path(os.environ.get("TESTBED_CACHE", platform_vars.ROOT / ".cache" / "testbed")) / "kubeconfig"
 
 
 class FaultError(Exception):
