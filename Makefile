@@ -42,11 +42,14 @@ testbed-down: services-down ## Stop the control plane; leaves no stray process
 testbed-status: ## Show each test bed component
 	-$(PYTHON) testbed/cluster.py status
 	-bash testbed/services.sh status
+	-$(PYTHON) testbed/endpoints.py status
 
-services-up: ## Start the real PostgreSQL and Redis on loopback (installs them when missing)
+services-up: venv ## Start the real PostgreSQL, Redis and HTTP(S) endpoints on loopback (installs what is missing)
 	bash testbed/services.sh up
+	$(PYTHON) testbed/endpoints.py up
 
 services-down:
+	-$(PYTHON) testbed/endpoints.py down
 	bash testbed/services.sh down
 
 platform: testbed-up ## Deploy the sample SaaSOdoo platform on the test bed
@@ -84,4 +87,4 @@ demo: platform ## Break the sample platform and let platform_down.yml diagnose a
 
 clean: testbed-down ## Stop everything and delete the test bed's state (keeps the build cache)
 	$(PYTHON) testbed/cluster.py reset
-	rm -rf $(CACHE)/pg $(CACHE)/redis
+	rm -rf $(CACHE)/pg $(CACHE)/redis $(CACHE)/endpoints

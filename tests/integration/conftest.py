@@ -28,6 +28,7 @@ def testbed():
     os.environ.setdefault("K8S_AUTH_KUBECONFIG", str(KUBECONFIG))
     _run([sys.executable, "testbed/cluster.py", "up"])
     _run(["bash", "testbed/services.sh", "up"])
+    _run([sys.executable, "testbed/endpoints.py", "up"])
     yield
 
 

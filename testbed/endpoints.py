@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""Real HTTP and HTTPS endpoints on loopback for the runbooks' tests: the platform's API, frontend,
+public HTTPS entry point, and the external Supabase and Kill Bill health endpoints.
+
+These are real servers (sockets, HTTP, TLS), not mocks: the runbooks probe them the way they probe a
+real installation. Where the addresses are comes from the inventory (`saasodoo_endpoints` in
+inventories/local/group_vars/all/services.yml). What they serve:
+
+  api       /health             200 when the test bed's PostgreSQL and Redis accept TCP connections, else 503
+            /api/v1/tenants     a REAL query of the platform database (slow when a lock blocks it)
+            /api/v1/plans       static JSON
+  frontend  /  /index.html      the single-page app's HTML, referring to the static assets below
+            /static/js/main.js, /static/css/main.css, /config.json
+  public    HTTPS, same content as the frontend, with the certificate in <cache>/endpoints/tls/
+            (tls.crt, tls.key; reloaded when the files change, so a test can serve an expired or
+            wrong-host certificate). `up` writes a self-signed one for the inventory's server_name.
+  supabase  /auth/v1/health     GoTrue's health answer
+  killbill  /1.0/healthcheck    Kill Bill's health answer
+
+Faults are controlled per site and path prefix, and take effect within a fraction of a second:
+
+  endpoints.py fault api --path /api/v1/tenants --latency-ms 2500   # slow endpoint
+  endpoints.py fault frontend --path /static/js --status 404        # asset missing
+  endpoints.py fault supabase --down                                # connection refused
+  endpoints.py clear [SITE]                                         # back to healthy
+  endpoints.py up | down | status | serve (foreground)
+
+Environment: TESTBED_CACHE (state), SAASODOO_PORT_SHIFT (ports, through the inventory),
+SAASODOO_DB_PORT / SAASODOO_REDIS_PORT / SAASODOO_DB_PASSWORD (what /health and the tenants query use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testbed import platform_vars  # noqa: E402
+
+CACHE = Path(os.environ.get("TESTBED_CACHE", platform_vars.ROOT / ".cache" / "testbed")).resolve()
+STATE = CACHE / "endpoints"
+FAULTS = STATE / "faults.json"
+TLS_DIR = STATE / "tls"
+PID = STATE / "endpoints.pid"
+LOG = STATE / "endpoints.log"
+ACCESS_LOG = STATE / "access.log"
+SITES = ("api", "frontend", "public", "supabase", "killbill")
+
+
+class EndpointsError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[endpoints] {msg}", flush=True)
+
+
+def config() -> dict:
+    """Sites (scheme, port, server name) and the database/cache addresses, from the inventory."""
+    v = platform_vars.load()
+    sites = {}
+    for name in SITES:
+        ep = v["saasodoo_endpoints"][name]
+        url = urlsplit(ep["url"])
+        sites[name] = {"scheme": url.scheme, "host": url.hostname, "port": url.port,
+                       "server_name": ep.get("server_name") or url.hostname, "url": ep["url"],
+                       "health": ep["url"] + ep.get("health_path", "/")}
+    return {
+        "sites": sites,
+        "db": {"host": v["saasodoo_db_host"], "port": int(v["saasodoo_db_port"]), "dbname": v["saasodoo_db_name"],
+               "user": v["saasodoo_db_user"], "password": os.environ.get("SAASODOO_DB_PASSWORD", "saasodoo-local")},
+        "redis": {"host": v["saasodoo_redis_host"], "port": int(v["saasodoo_redis_port"])},
+    }
+
+
+# --------------------------------------------------------------------------- faults
+
+def read_faults() -> dict:
+    try:
+        return json.loads(FAULTS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_faults(data: dict) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    tmp = FAULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(FAULTS)
+
+
+def fault_for(site: str, path: str) -> dict:
+    """The most specific fault for a request: the longest matching path prefix of the site."""
+    rules = read_faults().get(site, {})
+    best = {}
+    best_len = -1
+    for prefix, rule in rules.items():
+        if prefix == "*" and best_len < 0:
+            best, best_len = rule, 0
+        elif prefix != "*" and path.startswith(prefix) and len(prefix) > best_len:
+            best, best_len = rule, len(prefix)
+    return best
+
+
+def site_down(site: str) -> bool:
+    return bool(read_faults().get(site, {}).get("*", {}).get("down"))
+
+
+# --------------------------------------------------------------------------- content
+
+INDEX_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>SaaSOdoo</title>
+<meta name="api-url" content="{api}">
+<link rel="stylesheet" href="/static/css/main.css"></head>
+<body><div id="root">SaaSOdoo</div><script src="/static/js/main.js"></script></body></html>
+"""
+STATIC = {
+    "/static/js/main.js": ("application/javascript", "window.saasodoo={ready:true};\n"),
+    "/static/css/main.css": ("text/css", "body{font-family:sans-serif}\n"),
+}
+
+
+def tcp_ok(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def query_tenants(db: dict) -> tuple[int, dict]:
+    try:
+        import psycopg
+    except ImportError:
+        return 501, {"error": "psycopg is not available to the test bed's API server"}
+    try:
+        with psycopg.connect(host=db["host"], port=db["port"], dbname=db["dbname"], user=db["user"],
+                             password=db["password"], connect_timeout=3,
+                             options="-c statement_timeout=20000", application_name="saasodoo-testbed-api") as conn:
+            rows = conn.execute("SELECT slug, tier FROM tenants ORDER BY id").fetchall()
+    except Exception as exc:  # noqa: BLE001 - any database error is a 503 with its message
+        return 503, {"error": f"database: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"}
+    return 200, {"tenants": [{"slug": s, "tier": t} for s, t in rows]}
+
+
+def respond(site: str, path: str, cfg: dict) -> tuple[int, str, bytes]:
+    """(status, content type, body) of the healthy site for a path."""
+    def js(status, data):
+        return status, "application/json", json.dumps(data).encode()
+
+    if site == "api":
+        if path == "/health":
+            checks = {"database": "ok" if tcp_ok(cfg["db"]["host"], cfg["db"]["port"]) else "unreachable",
+                      "redis": "ok" if tcp_ok(cfg["redis"]["host"], cfg["redis"]["port"]) else "unreachable"}
+            healthy = all(v == "ok" for v in checks.values())
+            return js(200 if healthy else 503, {"status": "ok" if healthy else "degraded", "checks": checks})
+        if path == "/api/v1/tenants":
+            return js(*query_tenants(cfg["db"]))
+        if path == "/api/v1/plans":
+            return js(200, {"plans": ["basic", "premium"]})
+        return js(404, {"error": "not found"})
+    if site in ("frontend", "public"):
+        if path in ("/", "/index.html"):
+            return 200, "text/html; charset=utf-8", INDEX_HTML.format(api=cfg["sites"]["api"]["url"]).encode()
+        if path in STATIC:
+            ctype, body = STATIC[path]
+            return 200, ctype, body.encode()
+        if path == "/config.json":
+            return js(200, {"apiUrl": cfg["sites"]["api"]["url"]})
+        return 404, "text/html", b"<h1>404 Not Found</h1>"
+    if site == "supabase":
+        if path == "/auth/v1/health":
+            return js(200, {"name": "GoTrue", "version": "v2.151.0", "description": "GoTrue is a user registration API"})
+        return js(404, {"error": "not found"})
+    if site == "killbill":
+        if path == "/1.0/healthcheck":
+            return js(200, {"org.killbill.billing.server.healthchecks.KillbillHealthcheck": {"healthy": True},
+                            "org.killbill.billing.server.healthchecks.DatabaseHealthcheck": {"healthy": True}})
+        return js(404, {"error": "not found"})
+    return js(404, {"error": "unknown site"})
+
+
+# --------------------------------------------------------------------------- servers
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "saasodoo-testbed"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # access log goes to its own file
+        pass
+
+    def _serve(self, head: bool = False) -> None:
+        started = time.monotonic()
+        site = self.server.site
+        path = urlsplit(self.path).path
+        rule = fault_for(site, path)
+        if rule.get("latency_ms"):
+            time.sleep(float(rule["latency_ms"]) / 1000.0)
+        status, ctype, body = respond(site, path, self.server.cfg)
+        if rule.get("status"):
+            status = int(rule["status"])
+            body = json.dumps({"error": f"injected status {status}"}).encode()
+            ctype = "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Testbed-Site", site)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+        with open(ACCESS_LOG, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {site} {self.command} {path} "
+                     f"{status} {int((time.monotonic() - started) * 1000)}ms\n")
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self._serve()
+
+    def do_HEAD(self):  # noqa: N802
+        self._serve(head=True)
+
+
+class SiteServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, site: str, cfg: dict):
+        self.site = site
+        self.cfg = cfg
+        spec = cfg["sites"][site]
+        self.tls = spec["scheme"] == "https"
+        self._ctx = None
+        self._ctx_key = None
+        super().__init__((spec["host"], spec["port"]), Handler)
+
+    def tls_context(self) -> ssl.SSLContext:
+        crt, key = TLS_DIR / "tls.crt", TLS_DIR / "tls.key"
+        stamp = (crt.stat().st_mtime_ns, key.stat().st_mtime_ns)
+        if stamp != self._ctx_key:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(crt), str(key))
+            self._ctx, self._ctx_key = ctx, stamp
+        return self._ctx
+
+    def finish_request(self, request, client_address):
+        if self.tls:
+            try:
+                request = self.tls_context().wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return  # a failed handshake is the client's business (it saw the certificate)
+        super().finish_request(request, client_address)
+
+
+def ensure_certificate(server_name: str) -> None:
+    """A self-signed certificate for the public site, valid for its server name, unless one is there."""
+    crt, key = TLS_DIR / "tls.crt", TLS_DIR / "tls.key"
+    if crt.exists() and key.exists():
+        return
+    TLS_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+                    "-subj", f"/CN={server_name}", "-addext", f"subjectAltName=DNS:{server_name}",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+
+
+def serve() -> int:
+    cfg = config()
+    STATE.mkdir(parents=True, exist_ok=True)
+    ensure_certificate(cfg["sites"]["public"]["server_name"])
+    running: dict[str, SiteServer] = {}
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    while not stopping.is_set():
+        for site in SITES:
+            down = site_down(site)
+            if down and site in running:
+                server = running.pop(site)
+                server.shutdown()
+                server.server_close()
+                log(f"{site}: stopped listening (fault: down)")
+            elif not down and site not in running:
+                try:
+                    server = SiteServer(site, cfg)
+                except OSError as exc:
+                    log(f"{site}: cannot listen on port {cfg['sites'][site]['port']}: {exc}")
+                    continue
+                threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+                running[site] = server
+                log(f"{site}: listening on {cfg['sites'][site]['url']}")
+        stopping.wait(0.2)
+    for server in running.values():
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+# --------------------------------------------------------------------------- control
+
+def read_pid() -> int | None:
+    try:
+        pid = int(PID.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"endpoints.py" in cmdline else None
+
+
+def probe(site: dict, timeout: float = 2.0) -> str:
+    ctx = ssl._create_unverified_context() if site["scheme"] == "https" else None  # noqa: S323 - only "is it up"
+    try:
+        with urllib.request.urlopen(site["health"], timeout=timeout, context=ctx) as resp:
+            return str(resp.status)
+    except urllib.error.HTTPError as exc:
+        return str(exc.code)
+    except (urllib.error.URLError, OSError) as exc:
+        return f"down ({getattr(exc, 'reason', exc)})"
+
+
+def cmd_up() -> int:
+    cfg = config()
+    if read_pid() is None:
+        STATE.mkdir(parents=True, exist_ok=True)
+        with open(LOG, "ab") as logf:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "serve"], stdin=subprocess.DEVNULL,
+                                    stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        PID.write_text(str(proc.pid))
+        log(f"started (pid {proc.pid}, log {LOG})")
+    else:
+        log(f"already running (pid {read_pid()})")
+    deadline = time.monotonic() + 20
+    faults = read_faults()
+    wanted = [s for s in SITES if not faults.get(s, {}).get("*", {}).get("down")]
+    while True:
+        states = {s: probe(cfg["sites"][s], timeout=1) for s in wanted}
+        if all(not v.startswith("down") for v in states.values()):
+            break
+        if time.monotonic() > deadline:
+            raise EndpointsError(f"endpoints not answering after 20 s: {states} (log {LOG})")
+        time.sleep(0.2)
+    for site in SITES:
+        log(f"{site:9} {cfg['sites'][site]['url']}")
+    return 0
+
+
+def cmd_down() -> int:
+    pid = read_pid()
+    if pid is None:
+        log("not running")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if read_pid() is None or not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    PID.unlink(missing_ok=True)
+    log(f"stopped (pid {pid})")
+    return 0
+
+
+def cmd_status() -> int:
+    cfg = config()
+    pid = read_pid()
+    log(f"server: {'running (pid %d)' % pid if pid else 'not running'}")
+    for site in SITES:
+        log(f"{site:9} {cfg['sites'][site]['url']:28} {probe(cfg['sites'][site]) if pid else '-'}")
+    faults = read_faults()
+    if faults:
+        log("faults: " + json.dumps(faults, sort_keys=True))
+    return 0 if pid else 1
+
+
+def set_fault(site: str, path: str = "*", latency_ms: int | None = None, status: int | None = None,
+              down: bool = False) -> None:
+    """Python API for tests: the same as `endpoints.py fault`."""
+    if site not in SITES:
+        raise EndpointsError(f"unknown site {site!r}; known: {', '.join(SITES)}")
+    faults = read_faults()
+    rule = {k: v for k, v in (("latency_ms", latency_ms), ("status", status), ("down", down)) if v}
+    if down:
+        path = "*"
+    faults.setdefault(site, {})[path] = rule
+    write_faults(faults)
+    time.sleep(0.5 if down else 0)  # the server applies "down" on its next 0.2 s tick
+
+
+def clear(site: str | None = None) -> None:
+    faults = read_faults()
+    was_down = [s for s in faults if faults[s].get("*", {}).get("down") and (site is None or s == site)]
+    if site is None:
+        faults = {}
+    else:
+        faults.pop(site, None)
+    write_faults(faults)
+    if was_down and read_pid():
+        cfg = config()
+        deadline = time.monotonic() + 5
+        while any(probe(cfg["sites"][s], timeout=0.5).startswith("down") for s in was_down):
+            if time.monotonic() > deadline:
+                raise EndpointsError(f"{', '.join(was_down)} did not come back up (log {LOG})")
+            time.sleep(0.1)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("up", "down", "status", "serve"):
+        sub.add_parser(name)
+    f = sub.add_parser("fault", help="inject a fault into a site")
+    f.add_argument("site", choices=SITES)
+    f.add_argument("--path", default="*", help="path prefix (default: the whole site)")
+    f.add_argument("--latency-ms", type=int)
+    f.add_argument("--status", type=int)
+    f.add_argument("--down", action="store_true", help="stop listening (connection refused)")
+    c = sub.add_parser("clear", help="remove faults")
+    c.add_argument("site", nargs="?", choices=SITES)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            return cmd_up()
+        if args.cmd == "down":
+            return cmd_down()
+        if args.cmd == "status":
+            return cmd_status()
+        if args.cmd == "serve":
+            return serve()
+        if args.cmd == "fault":
+            set_fault(args.site, args.path, args.latency_ms, args.status, args.down)
+            log(f"{args.site}: fault set: {read_faults()[args.site]}")
+            return 0
+        clear(args.site)
+        log("faults cleared" + (f" for {args.site}" if args.site else ""))
+        return 0
+    except EndpointsError as exc:
+        print(f"endpoints: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
