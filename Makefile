@@ -42,14 +42,14 @@ testbed-down: services-down ## Stop the control plane; leaves no stray process
 testbed-status: ## Show each test bed component
 	-$(PYTHON) testbed/cluster.py status
 	-bash testbed/services.sh status
-	-$(PYTHON) testbed/endpoints.py status
+	-$(BIN)/python testbed/endpoints.py status
 
 services-up: venv ## Start the real PostgreSQL, Redis and HTTP(S) endpoints on loopback (installs what is missing)
 	bash testbed/services.sh up
-	$(PYTHON) testbed/endpoints.py up
+	$(BIN)/python testbed/endpoints.py up
 
 services-down:
-	-$(PYTHON) testbed/endpoints.py down
+	-$(BIN)/python testbed/endpoints.py down
 	bash testbed/services.sh down
 
 platform: testbed-up ## Deploy the sample SaaSOdoo platform on the test bed
