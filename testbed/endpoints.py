@@ -17,11 +17,18 @@ inventories/local/group_vars/all/services.yml). What they serve:
   supabase  /auth/v1/health     GoTrue's health answer
   killbill  /1.0/healthcheck    Kill Bill's health answer
 
+The sites follow the cluster, the way an ingress does: a site whose component (the inventory's
+`component` of the endpoint; the public site also needs the frontend) has no ready pod answers 503
+"no available server", as Traefik does. So scaling the frontend to zero or crash-looping the backend
+is visible over HTTP, and healing it in the cluster heals the endpoint.
+
 Faults are controlled per site and path prefix, and take effect within a fraction of a second:
 
   endpoints.py fault api --path /api/v1/tenants --latency-ms 2500   # slow endpoint
   endpoints.py fault frontend --path /static/js --status 404        # asset missing
   endpoints.py fault supabase --down                                # connection refused
+  endpoints.py fault frontend --path /static/js --status 404 --until-restart frontend
+                           # a stale-pod fault: lasts until none of the frontend's current pods is left
   endpoints.py clear [SITE]                                         # back to healthy
   endpoints.py up | down | status | serve (foreground)
 
@@ -75,7 +82,10 @@ def config() -> dict:
     for name in SITES:
         ep = v["saasodoo_endpoints"][name]
         url = urlsplit(ep["url"])
-        sites[name] = {"scheme": url.scheme, "host": url.hostname, "port": url.port,
+        needs = [c for c in (ep.get("component"),) if c]
+        if name == "public" and v["saasodoo_endpoints"]["frontend"].get("component"):
+            needs.append(v["saasodoo_endpoints"]["frontend"]["component"])
+        sites[name] = {"scheme": url.scheme, "host": url.hostname, "port": url.port, "needs": needs,
                        "server_name": ep.get("server_name") or url.hostname, "url": ep["url"],
                        "health": ep["url"] + ep.get("health_path", "/")}
     return {
@@ -102,9 +112,17 @@ def write_faults(data: dict) -> None:
     tmp.replace(FAULTS)
 
 
+def rule_active(rule: dict) -> bool:
+    """A stale-pod fault (`until_restart`) ends when none of the pods it was injected into is ready."""
+    if not rule.get("until_restart"):
+        return True
+    current = CLUSTER.ready_pods(rule["until_restart"])
+    return current is None or bool(set(rule.get("pods", [])) & current)
+
+
 def fault_for(site: str, path: str) -> dict:
     """The most specific fault for a request: the longest matching path prefix of the site."""
-    rules = read_faults().get(site, {})
+    rules = {k: r for k, r in read_faults().get(site, {}).items() if rule_active(r)}
     best = {}
     best_len = -1
     for prefix, rule in rules.items():
@@ -193,6 +211,56 @@ def respond(site: str, path: str, cfg: dict) -> tuple[int, str, bytes]:
     return js(404, {"error": "unknown site"})
 
 
+# --------------------------------------------------------------------------- the cluster
+
+class ClusterView:
+    """Ready pods of the platform's components, refreshed every second by a background thread."""
+
+    def __init__(self):
+        self._ready: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self.error = ""
+
+    def ready_pods(self, component: str) -> set[str] | None:
+        """Names of the component's ready pods; None when the cluster could not be read."""
+        with self._lock:
+            return self._ready.get(component)
+
+    def refresh(self, components: list[str]) -> None:
+        try:
+            from testbed import faults
+            ready = {}
+            for comp in components:
+                pods = faults._pods(faults._component(comp))
+                ready[comp] = {p.metadata.name for p in pods
+                               if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+                               and faults.CRASHLOOP_LABEL not in (p.metadata.labels or {})}
+            self.error = ""
+        except Exception as exc:  # noqa: BLE001 - no cluster (yet): serve as if everything were up
+            ready = {}
+            if str(exc) != self.error:
+                log(f"cluster not readable, sites serve regardless: {str(exc).splitlines()[0][:200]}")
+            self.error = str(exc)
+        with self._lock:
+            self._ready = ready
+
+    def watch(self, components: list[str], stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            self.refresh(components)
+            stopping.wait(1.0)
+
+
+CLUSTER = ClusterView()
+
+
+def unavailable(site: str, cfg: dict) -> str:
+    """Why the ingress has nothing to send this site's requests to ('' when it has)."""
+    for comp in cfg["sites"][site]["needs"]:
+        if CLUSTER.ready_pods(comp) == set():
+            return comp
+    return ""
+
+
 # --------------------------------------------------------------------------- servers
 
 class Handler(BaseHTTPRequestHandler):
@@ -209,7 +277,11 @@ class Handler(BaseHTTPRequestHandler):
         rule = fault_for(site, path)
         if rule.get("latency_ms"):
             time.sleep(float(rule["latency_ms"]) / 1000.0)
-        status, ctype, body = respond(site, path, self.server.cfg)
+        missing = unavailable(site, self.server.cfg)
+        if missing:
+            status, ctype, body = 503, "text/plain", f"no available server ({missing}: no ready pod)\n".encode()
+        else:
+            status, ctype, body = respond(site, path, self.server.cfg)
         if rule.get("status"):
             status = int(rule["status"])
             body = json.dumps({"error": f"injected status {status}"}).encode()
@@ -282,6 +354,9 @@ def serve() -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    components = sorted({c for site in cfg["sites"].values() for c in site["needs"]})
+    CLUSTER.refresh(components)
+    threading.Thread(target=CLUSTER.watch, args=(components, stopping), daemon=True).start()
     while not stopping.is_set():
         for site in SITES:
             down = site_down(site)
@@ -384,12 +459,18 @@ def cmd_status() -> int:
 
 
 def set_fault(site: str, path: str = "*", latency_ms: int | None = None, status: int | None = None,
-              down: bool = False) -> None:
+              down: bool = False, until_restart: str | None = None) -> None:
     """Python API for tests: the same as `endpoints.py fault`."""
     if site not in SITES:
         raise EndpointsError(f"unknown site {site!r}; known: {', '.join(SITES)}")
     faults = read_faults()
     rule = {k: v for k, v in (("latency_ms", latency_ms), ("status", status), ("down", down)) if v}
+    if until_restart:
+        CLUSTER.refresh([until_restart])
+        pods = CLUSTER.ready_pods(until_restart)
+        if not pods:
+            raise EndpointsError(f"--until-restart {until_restart}: no ready pod to tie the fault to ({CLUSTER.error})")
+        rule.update(until_restart=until_restart, pods=sorted(pods))
     if down:
         path = "*"
     faults.setdefault(site, {})[path] = rule
@@ -425,6 +506,8 @@ def main(argv: list[str]) -> int:
     f.add_argument("--latency-ms", type=int)
     f.add_argument("--status", type=int)
     f.add_argument("--down", action="store_true", help="stop listening (connection refused)")
+    f.add_argument("--until-restart", metavar="COMPONENT",
+                   help="the fault lasts until none of the component's current pods is ready (a stale-pod fault)")
     c = sub.add_parser("clear", help="remove faults")
     c.add_argument("site", nargs="?", choices=SITES)
     args = parser.parse_args(argv)
@@ -438,7 +521,7 @@ def main(argv: list[str]) -> int:
         if args.cmd == "serve":
             return serve()
         if args.cmd == "fault":
-            set_fault(args.site, args.path, args.latency_ms, args.status, args.down)
+            set_fault(args.site, args.path, args.latency_ms, args.status, args.down, args.until_restart)
             log(f"{args.site}: fault set: {read_faults()[args.site]}")
             return 0
         clear(args.site)
