@@ -135,12 +135,32 @@ def _selects(match_labels, pod):
     return k8s_health.selector_matches({"matchLabels": match_labels}, _get(pod, "metadata", "labels"))
 
 
-def platform_diagnosis(nodes, components, workloads, pods, layers, restart_threshold=3):
+def external_probes(endpoints):
+    """platform_diagnose probes for the inventory's endpoints marked external (Supabase, Kill Bill)."""
+    return [{"name": name, "url": ep["url"].rstrip("/") + ep.get("health_path", "/"), "layer": "external",
+             "critical": bool(ep.get("critical", True)), "status": int(ep.get("status", 200))}
+            for name, ep in sorted((endpoints or {}).items()) if ep.get("external")]
+
+
+def probe_result(result):
+    """One endpoint probe from a registered ansible.builtin.uri loop item (failed_when: false)."""
+    item = result.get("item") or {}
+    status = result.get("status", -1)
+    wanted = item.get("status", 200)
+    error = "" if status == wanted else str(result.get("msg") or "").split("Request failed: ")[-1]
+    return {"name": item.get("name"), "url": item.get("url"), "layer": item.get("layer") or "external",
+            "critical": bool(item.get("critical", True)), "ok": status == wanted, "status": status,
+            "error": error.split("\n")[0][:200]}
+
+
+def platform_diagnosis(nodes, components, workloads, pods, layers, restart_threshold=3, probes=None):
     """Judge the platform layer by layer from a handful of cluster-wide lists.
 
     nodes, workloads and pods are the `resources` of k8s_info calls (workloads: every
     Deployment, StatefulSet and DaemonSet; pods: every pod), components the inventory's
     `saasodoo_components`, layers the order in which to look (e.g. nodes, ingress, ...).
+    probes are HTTP checks of endpoints (e.g. the external services), each with name, layer,
+    url, critical, ok, status and error; a failed probe is a finding in its layer.
     """
     index = {(w.get("kind"), _get(w, "metadata", "namespace"), _get(w, "metadata", "name")): w
              for w in workloads or []}
@@ -187,6 +207,16 @@ def platform_diagnosis(nodes, components, workloads, pods, layers, restart_thres
                        "restartable": bool(spec.get("restartable", False)),
                        "desired_replicas": spec.get("replicas", 1)})
         comp_reports[key] = report
+    probe_members = {}
+    for probe in probes or []:
+        layer = probe.get("layer") or "external"
+        probe_members.setdefault(layer, []).append(probe["name"])
+        if not probe.get("ok"):
+            answer = f"HTTP {probe['status']}" if probe.get("status", -1) not in (-1, None) else (probe.get("error") or "no answer")
+            findings.append(_finding("ENDPOINT_DOWN", "critical" if probe.get("critical", True) else "high",
+                                     f"{probe['name']}: {probe['url']} does not answer as expected ({answer})",
+                                     layer, probe["name"], probe["url"], [f"GET {probe['url']}: {answer}"],
+                                     "escalate to the service's owner (not restartable from the cluster)"))
     for n in node_reports:
         if not n["healthy"]:
             findings.append(_finding("NODE_NOT_READY" if not n["ready"] else "NODE_PRESSURE",
@@ -204,7 +234,7 @@ def platform_diagnosis(nodes, components, workloads, pods, layers, restart_thres
                                   "members": [n["name"] for n in node_reports],
                                   "problems": [f["message"] for f in problems]})
             continue
-        members = [k for k, r in comp_reports.items() if r["layer"] == name]
+        members = [k for k, r in comp_reports.items() if r["layer"] == name] + probe_members.get(name, [])
         problems = [f for f in findings if f["layer"] == name]
         broken = any(f["severity"] == "critical" for f in problems)
         layer_reports.append({"name": name, "healthy": not problems, "broken": broken, "members": members,
@@ -300,6 +330,8 @@ class FilterModule:
             "k8s_refs": k8s_refs,
             "k8s_refs_from_components": k8s_refs_from_components,
             "platform_diagnosis": platform_diagnosis,
+            "probe_result": probe_result,
+            "external_probes": external_probes,
             "escalation": escalation,
             "summary_lines": summary_lines,
             "restart_plan": restart_plan,

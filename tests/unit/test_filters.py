@@ -149,3 +149,62 @@ def test_platform_diagnosis_missing_workload_and_not_ready_nodes():
 def test_platform_diagnosis_healthy():
     result = f.platform_diagnosis([node("n1")], COMPONENTS, [traefik(), deployment()], [pod("p1"), pod("p2")], LAYERS)
     assert result["healthy"] and result["findings"] == [] and result["first_broken_layer"] is None
+
+
+ENDPOINTS = {
+    "api": {"url": "http://127.0.0.1:1/", "health_path": "/health", "component": "backend"},
+    "supabase": {"url": "http://127.0.0.1:2/", "health_path": "/auth/v1/health", "external": True},
+    "killbill": {"url": "http://127.0.0.1:3", "health_path": "/1.0/healthcheck", "external": True, "critical": False},
+}
+
+
+def test_external_probes_take_only_the_external_endpoints():
+    probes = f.external_probes(ENDPOINTS)
+    assert [(p["name"], p["url"], p["critical"]) for p in probes] == [
+        ("killbill", "http://127.0.0.1:3/1.0/healthcheck", False),
+        ("supabase", "http://127.0.0.1:2/auth/v1/health", True)]
+    assert f.external_probes(None) == []
+
+
+def test_probe_result_from_a_uri_loop_item():
+    ok = f.probe_result({"item": {"name": "s", "url": "u", "status": 200}, "status": 200})
+    assert ok["ok"] and ok["error"] == "" and ok["layer"] == "external"
+    refused = f.probe_result({"item": {"name": "s", "url": "u"}, "status": -1,
+                              "msg": "Status code was -1 and not [200]: Request failed: <urlopen error refused>"})
+    assert not refused["ok"] and refused["error"] == "<urlopen error refused>"
+    wrong = f.probe_result({"item": {"name": "s", "url": "u"}, "status": 503, "msg": "Status code was 503"})
+    assert not wrong["ok"] and wrong["status"] == 503
+
+
+def test_platform_diagnosis_failed_probe_is_a_finding_in_its_layer():
+    probes = [{"name": "supabase", "url": "http://x/health", "layer": "external", "critical": True, "ok": False,
+               "status": -1, "error": "refused"},
+              {"name": "killbill", "url": "http://y/health", "layer": "external", "critical": False, "ok": False,
+               "status": 503, "error": ""}]
+    result = f.platform_diagnosis([node("n1")], COMPONENTS, [traefik(), deployment()], [pod("p1"), pod("p2")],
+                                  LAYERS + ["external"], probes=probes)
+    assert result["first_broken_layer"] == "external"
+    assert [(x["code"], x["component"], x["severity"]) for x in result["findings"]] == [
+        ("ENDPOINT_DOWN", "supabase", "critical"), ("ENDPOINT_DOWN", "killbill", "high")]
+    assert "HTTP 503" in result["findings"][1]["message"] and "refused" in result["findings"][0]["message"]
+    external = next(layer for layer in result["layers"] if layer["name"] == "external")
+    assert external["members"] == ["supabase", "killbill"] and external["broken"]
+
+
+def test_escalation_ignores_low_observations_left():
+    low = [{"severity": "low", "code": "X", "message": "m"}]
+    assert f.escalation(low, low)["level"] == "none"
+    assert f.escalation(low + [{"severity": "high", "code": "Y", "message": "n"}], low)["level"] == "none"
+    assert f.escalation([{"severity": "high"}], [{"severity": "high"}])["level"] == "high"
+
+
+def test_summary_lines_without_layers_counts_findings_and_flattens_evidence():
+    report = {"runbook": "slow_api", "healthy_before": False, "check_mode": True,
+              "findings": [{"severity": "high", "code": "API_SLOW", "message": "p95 3.1 s",
+                            "evidence": {"p95_ms": 3100}}],
+              "actions": ["would scale"], "escalation": {"level": "high", "when": "within 2 hours", "why": "w"}}
+    lines = f.summary_lines(report)
+    assert lines[0] == "SLOW_API RUNBOOK (CHECK MODE: nothing was changed)"
+    assert lines[1] == "Diagnosis: 1 finding(s), worst severity high"
+    assert "       evidence: p95_ms: 3100" in lines
+    assert "Did: would scale" in lines and "Verification: not run (check mode)" in lines
