@@ -180,12 +180,34 @@ class Step:
         return f"{self.runbook}:check" if self.check else self.runbook
 
 
+AUTO = "auto"
+AUTO_MAX_RUNBOOKS = 3
+
+
 def parse_step(text: str) -> Step:
-    """RUNBOOK (run, remediating) or RUNBOOK:check (diagnose only, --check)."""
+    """RUNBOOK (run, remediating), RUNBOOK:check (diagnose only, --check), or `auto`.
+
+    `auto` (or `auto:check`) stands for the runbooks the previous step's findings point to (each
+    finding's `runbook`, e.g. from health_check), most severe first, at most AUTO_MAX_RUNBOOKS.
+    """
     name, sep, mode = text.partition(":")
     if not name.strip() or (sep and mode != "check"):
-        raise UsageError(f"bad step {text!r}: use RUNBOOK or RUNBOOK:check")
+        raise UsageError(f"bad step {text!r}: use RUNBOOK, RUNBOOK:check or auto")
     return Step(runbook_name(name), check=bool(sep))
+
+
+SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+def runbooks_pointed_to(report: dict | None, known: set[str], limit: int = AUTO_MAX_RUNBOOKS) -> list[str]:
+    """The runbooks a report's remaining findings name (their `runbook` key), most severe first, known ones only."""
+    findings = sorted(remaining_findings(report), key=lambda f: SEVERITY_RANK.get(str(f.get("severity")), 9))
+    picked: list[str] = []
+    for finding in findings:
+        name = runbook_name(str(finding.get("runbook") or ""))
+        if name and name in known and name not in picked:
+            picked.append(name)
+    return picked[:limit]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,6 +552,11 @@ class Progress:
         if self.enabled:
             self._write(self._line(), not self.tty)
 
+    def note(self, text: str) -> None:
+        """A line of its own between steps (e.g. what `auto` chose)."""
+        if self.enabled:
+            self._write(text, True)
+
     def finish(self, text: str) -> None:
         if not self.enabled:
             return
@@ -665,8 +692,11 @@ def validate_steps(steps: list[Step], project: str | os.PathLike | None = None) 
     """Every step names a known runbook (UsageError listing the known ones otherwise)."""
     if not steps:
         raise UsageError("no step given")
+    if steps[0].runbook == AUTO:
+        raise UsageError("`auto` runs what the previous step found: it cannot be the first step")
     for step in steps:
-        resolve_runbook(step.runbook, project)
+        if step.runbook != AUTO:
+            resolve_runbook(step.runbook, project)
 
 
 def run_chain(steps: list[Step | str], *, inventory: str | None = None, extravars: dict | None = None,
@@ -680,16 +710,33 @@ def run_chain(steps: list[Step | str], *, inventory: str | None = None, extravar
     inv = resolve_inventory(inventory, root)
     started, t0 = _utc_now(), time.monotonic()
     results: list[StepResult] = []
-    for step in planned:
-        result = run_runbook(step, inventory=inv, extravars=extravars, envvars=envvars, project=root,
-                             progress=progress, report_dir=report_dir, timeout=timeout)
-        results.append(result)
-        if on_step:
-            on_step(result)
-        if result.result == "failed":
+    known = {b.name for b in list_runbooks(root)}
+    ran: list[Step] = []
+    failed = False
+    for index, step in enumerate(planned):
+        if step.runbook == AUTO:
+            chosen = runbooks_pointed_to(results[-1].report if results else None, known)
+            if progress:
+                progress.note(f"auto: {', '.join(chosen) if chosen else 'nothing to remediate'}"
+                              f" (from {results[-1].step.label})")
+            expanded = [Step(name, check=step.check) for name in chosen]
+        else:
+            expanded = [step]
+        for real in expanded:
+            result = run_runbook(real, inventory=inv, extravars=extravars, envvars=envvars, project=root,
+                                 progress=progress, report_dir=report_dir, timeout=timeout)
+            results.append(result)
+            ran.append(real)
+            if on_step:
+                on_step(result)
+            if result.result == "failed":
+                failed = True
+                break
+        if failed:
+            ran.extend(planned[index + 1:])
             break
     outcome, code, reason = chain_outcome(results)
-    return ChainResult(results, planned, outcome, code, reason, started, time.monotonic() - t0)
+    return ChainResult(results, ran, outcome, code, reason, started, time.monotonic() - t0)
 
 
 # ---------------------------------------------------------------------------------------------

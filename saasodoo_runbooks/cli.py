@@ -28,6 +28,7 @@ examples:
   saasodoo-runbooks run platform_down --check
   saasodoo-runbooks run platform_down -i inventories/prod -e platform_down_max_restarts=1
   saasodoo-runbooks chain platform_down:check platform_down platform_down:check --json --junit report.xml
+  saasodoo-runbooks chain health_check auto health_check --json   # diagnose, fix what it found, verify
 
 The cluster comes from KUBECONFIG (or K8S_AUTH_KUBECONFIG, K8S_AUTH_CONTEXT), or from K8S_AUTH_HOST,
 K8S_AUTH_API_KEY and K8S_AUTH_SSL_CA_CERT. Incident reports go to SAASODOO_REPORT_DIR (or --report-dir;
@@ -74,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Run steps in order; a step is RUNBOOK (remediate) or RUNBOOK:check "
                                        "(diagnose only). The chain stops when a step fails. Example: "
                                        "platform_down:check platform_down platform_down:check = diagnose, "
-                                       "remediate, verify.")
-    chain.add_argument("steps", metavar="STEP", nargs="+", help="RUNBOOK or RUNBOOK:check")
+                                       "remediate, verify. `auto` runs the runbooks the previous step's findings "
+                                       "point to (at most 3, most severe first): health_check auto health_check.")
+    chain.add_argument("steps", metavar="STEP", nargs="+",
+                       help="RUNBOOK, RUNBOOK:check, or auto (the runbooks the previous step's findings point to)")
     return parser
 
 

@@ -71,7 +71,7 @@ def test_steps_parse(text, expected):
 
 @pytest.mark.parametrize("text", ["platform_down:run", "platform_down:", ":check", ""])
 def test_bad_steps_are_refused(text):
-    with pytest.raises(api.UsageError, match="RUNBOOK or RUNBOOK:check"):
+    with pytest.raises(api.UsageError, match="RUNBOOK, RUNBOOK:check or auto"):
         api.parse_step(text)
 
 
@@ -419,3 +419,26 @@ def test_human_summary():
     assert "  found: CRITICAL WORKLOAD_CRASHLOOP backend: " + REF + " pods are in CrashLoopBackOff" in lines
     assert f"  did: rolling restart of {REF}" in lines
     assert lines[-1].startswith("Outcome: remediated (exit 10): ")
+
+
+# ------------------------------------------------------------------------------- auto: what the findings point to
+
+def test_auto_picks_the_runbooks_the_findings_name_most_severe_first():
+    found = {"check_mode": True, "actions": [],
+             "findings": [{"code": "A", "severity": "medium", "runbook": "dns_resolution"},
+                          {"code": "B", "severity": "critical", "runbook": "platform_down.yml"},
+                          {"code": "C", "severity": "high", "runbook": "ingress_tls"},
+                          {"code": "D", "severity": "high", "runbook": "ingress_tls"},
+                          {"code": "E", "severity": "high", "runbook": "no_such_runbook"},
+                          {"code": "F", "severity": "low"}]}
+    known = {"platform_down", "ingress_tls", "dns_resolution", "metrics_collection"}
+    assert api.runbooks_pointed_to(found, known) == ["platform_down", "ingress_tls", "dns_resolution"]
+    assert api.runbooks_pointed_to(found, known, limit=1) == ["platform_down"]
+    assert api.runbooks_pointed_to({"findings": []}, known) == []
+    assert api.runbooks_pointed_to(None, known) == []
+
+
+def test_auto_cannot_start_a_chain():
+    assert api.parse_step("auto") == api.Step("auto", False)
+    with pytest.raises(api.UsageError, match="cannot be the first step"):
+        api.validate_steps([api.Step("auto")])
