@@ -65,6 +65,8 @@ PID = STATE / "endpoints.pid"
 LOG = STATE / "endpoints.log"
 ACCESS_LOG = STATE / "access.log"
 SITES = ("api", "frontend", "public", "supabase", "killbill")
+POLL_SECONDS = 1.5  # how often the sites look at their components' pods
+UP_TIMEOUT = float(os.environ.get("TESTBED_READY_TIMEOUT", "90"))
 
 
 class EndpointsError(Exception):
@@ -218,6 +220,7 @@ class ClusterView:
 
     def __init__(self):
         self._ready: dict[str, set[str]] = {}
+        self._specs: dict[str, dict] = {}
         self._lock = threading.Lock()
         self.error = ""
 
@@ -229,9 +232,11 @@ class ClusterView:
     def refresh(self, components: list[str]) -> None:
         try:
             from testbed import faults
+            if not self._specs.keys() >= set(components):  # the inventory is read once, not on every poll
+                self._specs.update({c: faults._component(c) for c in components})
             ready = {}
             for comp in components:
-                pods = faults._pods(faults._component(comp))
+                pods = faults._pods(self._specs[comp])
                 ready[comp] = {p.metadata.name for p in pods
                                if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
                                and faults.CRASHLOOP_LABEL not in (p.metadata.labels or {})}
@@ -247,7 +252,7 @@ class ClusterView:
     def watch(self, components: list[str], stopping: threading.Event) -> None:
         while not stopping.is_set():
             self.refresh(components)
-            stopping.wait(1.0)
+            stopping.wait(POLL_SECONDS)
 
 
 CLUSTER = ClusterView()
@@ -355,11 +360,11 @@ def serve() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     components = sorted({c for site in cfg["sites"].values() for c in site["needs"]})
-    CLUSTER.refresh(components)
     threading.Thread(target=CLUSTER.watch, args=(components, stopping), daemon=True).start()
     while not stopping.is_set():
+        faults = read_faults()
         for site in SITES:
-            down = site_down(site)
+            down = bool(faults.get(site, {}).get("*", {}).get("down"))
             if down and site in running:
                 server = running.pop(site)
                 server.shutdown()
@@ -414,7 +419,7 @@ def cmd_up() -> int:
         log(f"started (pid {proc.pid}, log {LOG})")
     else:
         log(f"already running (pid {read_pid()})")
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + UP_TIMEOUT
     faults = read_faults()
     wanted = [s for s in SITES if not faults.get(s, {}).get("*", {}).get("down")]
     while True:
@@ -422,7 +427,7 @@ def cmd_up() -> int:
         if all(not v.startswith("down") for v in states.values()):
             break
         if time.monotonic() > deadline:
-            raise EndpointsError(f"endpoints not answering after 20 s: {states} (log {LOG})")
+            raise EndpointsError(f"endpoints not answering after {UP_TIMEOUT:.0f} s: {states} (log {LOG})")
         time.sleep(0.2)
     for site in SITES:
         log(f"{site:9} {cfg['sites'][site]['url']}")

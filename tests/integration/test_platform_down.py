@@ -107,3 +107,108 @@ def test_frontend_scaled_to_zero_is_scaled_back(platform):
     finally:
         if not faults.component_healthy("frontend"):
             fault.undo()
+
+
+def _public_status(platform) -> int:
+    """HTTP status of the public HTTPS entry point (the test bed's endpoint follows Traefik's pods)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(platform["saasodoo_endpoints"]["public"]["url"] + "/", timeout=5, context=ctx) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_ingress_controller_down_is_named_and_restarted(platform):
+    """Traefik crash-looping: the first broken layer is the ingress, not the frontend behind it."""
+    traefik = platform["saasodoo_components"]["traefik"]
+    faults.wait_healthy("traefik")
+    fault = faults.crashloop("traefik")
+    try:
+        faults.wait_until("the public endpoint to lose its ingress", lambda: _public_status(platform) == 503, timeout=15)
+
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["platform_down_report"]
+        assert ("WORKLOAD_CRASHLOOP", "traefik") in _codes(report)
+        assert report["first_broken_layer"] == "ingress"
+        assert f"rolling restart of Deployment/{traefik['namespace']}/{traefik['name']}" in report["actions"]
+        assert report["healthy_after"] is True, report["remaining"]
+        assert faults.component_healthy("traefik")
+        faults.wait_until("the public endpoint to answer again", lambda: _public_status(platform) == 200, timeout=15)
+    finally:
+        if not faults.component_healthy("traefik"):
+            fault.undo()
+
+
+def _node_specs() -> dict:
+    """What a runbook could change on a node: cordon and taints (the node controller's own
+    node.kubernetes.io/* taints for NotReady nodes are its business, not the runbook's)."""
+    return {n.metadata.name: {"unschedulable": bool(n.spec.unschedulable),
+                              "taints": sorted((t.key, t.effect) for t in n.spec.taints or []
+                                               if not t.key.startswith("node.kubernetes.io/"))}
+            for n in faults.core().list_node().items}
+
+
+def test_nodes_not_ready_stop_the_diagnosis_and_nothing_is_touched(platform):
+    """Two of three nodes NotReady: the nodes layer is broken, the runbook names it and changes nothing."""
+    ns = platform["saasodoo_platform_namespace"]
+    nodes = sorted(n.metadata.name for n in faults.core().list_node().items)[:2]
+    injected = []
+    try:
+        for node in nodes:
+            injected.append(faults.node_not_ready(node))
+        before = k8s_state.snapshot([ns])
+        node_specs = _node_specs()
+
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        assert result.changed == 0
+        report = result.artifacts["platform_down_report"]
+        assert report["first_broken_layer"] == "nodes"
+        assert {("NODE_NOT_READY", "")} <= _codes(report)
+        assert {f["ref"] for f in report["findings"] if f["code"] == "NODE_NOT_READY"} == {f"Node/{n}" for n in nodes}
+        assert report["actions"] == []
+        assert report["escalation"]["level"] == "critical"
+        assert "first broken layer: nodes" in result.stdout
+        # Nodes are never cordoned, drained or otherwise touched, and no workload was restarted.
+        assert _node_specs() == node_specs
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+    finally:
+        for fault in injected:
+            fault.undo()
+
+
+def test_external_service_down_is_reported_for_escalation(platform):
+    """Supabase refusing connections: the external layer is named; nothing in the cluster is touched."""
+    from testbed import endpoints
+
+    ns = platform["saasodoo_platform_namespace"]
+    before = k8s_state.snapshot([ns])
+    endpoints.set_fault("supabase", down=True)
+    try:
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        assert result.changed == 0
+        report = result.artifacts["platform_down_report"]
+        assert ("ENDPOINT_DOWN", "supabase") in _codes(report)
+        down = next(f for f in report["findings"] if f["code"] == "ENDPOINT_DOWN")
+        assert "Connection refused" in down["evidence"][0]
+        assert report["first_broken_layer"] == "external"
+        assert report["actions"] == []
+        assert report["escalation"]["level"] == "critical"
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+    finally:
+        endpoints.clear("supabase")
+
+    again = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+    assert again.rc == 0 and again.artifacts["platform_down_report"]["findings"] == [], again.stdout[-3000:]
