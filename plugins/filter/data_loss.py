@@ -125,8 +125,9 @@ def data_loss_plan(integrity, backup, settings):
     if unreachable:
         out["decision"] = "cannot_assess"
         out["handed_over"].append(
-            "%s: the database cannot be examined, so the damage cannot be assessed -> postgres_connection.yml "
-            "(PostgreSQL Connection Failures); run data_loss.yml again once it answers." % unreachable[0]["message"])
+            "database %s cannot be examined (%s), so the damage cannot be assessed -> postgres_connection.yml "
+            "(PostgreSQL Connection Failures); run data_loss.yml again once it answers." % (
+                database, unreachable[0]["code"]))
         return out
 
     triggers = sorted(set(f["code"] for f in findings if f.get("code") in restore_on))

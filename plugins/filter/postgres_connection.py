@@ -165,6 +165,8 @@ def postgres_connection_diagnosis(statefulset, pods, pvcs, pvs, storage_classes,
         elif not health["healthy"]:
             bad = ["%s: %s" % (p["name"], ", ".join(p["reasons"])) for p in health["pods"]
                    if not p["healthy"] and not p["terminating"]] or health["reasons"]
+            bad = bad + ["%s: %s" % (dig(p, "metadata", "name"), _pod_scheduling(p)) for p in pods or []
+                         if _pod_scheduling(p)]
             code = "PG_POD_CRASHLOOP" if health["crashloop"] else "PG_POD_UNAVAILABLE"
             findings.append(_finding(
                 code, severity, "%s: %s is not healthy (%s)%s." % (
