@@ -1,0 +1,201 @@
+"""data_loss.yml against the real PostgreSQL of the test bed and the sample platform's backend.
+
+The module takes a real, verified backup of the platform database first (restore_backup's `backup`
+entry point, into a store of its own), then damages the live database for real - rows deleted, a
+tenant deleted with the foreign keys bypassed (a superuser's session_replication_role = replica),
+leaving its users, subscription and audit entries pointing nowhere, and a row overwritten - and runs
+the runbook: check mode and an unconfirmed run change nothing; a confirmed run restores every row,
+scales the backend back, and a rerun changes nothing.
+
+Teardown leaves the platform as the module found it: the database restored if a test left it
+damaged, the databases the restores kept aside dropped, and testbed/services.sh up re-applies what
+only a superuser can create (the pg_stat_statements extension, which the runbook's restore cannot).
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+from testbed import faults, platform_vars, postgres_faults
+from tests import k8s_state
+from tests.runbooks import ROOT, run_playbook
+
+BACKUP_PLAYBOOK = str(ROOT / "tests" / "integration" / "playbooks" / "restore_backup.yml")
+VARS = platform_vars.load()
+DB = VARS["saasodoo_db_name"]
+PG = {"host": VARS["saasodoo_db_host"], "port": int(VARS["saasodoo_db_port"]), "user": VARS["saasodoo_db_user"],
+      "password": os.environ.get("SAASODOO_DB_PASSWORD", "saasodoo-local")}
+REPLICAS_BEFORE_STOP = "saasodoo.io/replicas-before-stop"
+
+# Idempotent: a second application changes nothing more.
+DAMAGE = """
+SET session_replication_role = replica;
+DELETE FROM tenants WHERE slug = 'initech';
+DELETE FROM subscriptions WHERE plan = 'basic-monthly';
+UPDATE users SET email = 'corrupted-' || id || '@invalid' WHERE email = 'admin@acme.example';
+"""
+RESTORE_TRIGGERS = {"DB_FK_ORPHANS", "DB_ROWS_MISSING"}
+
+
+def _sql(statement: str, db: str = DB) -> list[tuple]:
+    with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+        cur = conn.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+def _data() -> dict:
+    """Every row of every table of the platform database, sorted."""
+    tables = [t for (t,) in _sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+    return {t: _sql(f'SELECT * FROM "{t}" ORDER BY 1') for t in tables}
+
+
+def _databases() -> set[str]:
+    return {d for (d,) in _sql(f"SELECT datname FROM pg_database WHERE datname LIKE '{DB}%'", db="postgres")}
+
+
+def _backend():
+    return faults._workload(VARS["saasodoo_components"]["backend"])
+
+
+def _codes(report: dict) -> set[str]:
+    return {f["code"] for f in report["findings"]}
+
+
+@pytest.fixture(scope="module")
+def backup(platform, tmp_path_factory):
+    """A verified backup of the intact platform database, in a store of the module's own."""
+    if not postgres_faults.server_running():
+        postgres_faults.start_server()
+    faults.wait_healthy("backend")
+    store = tmp_path_factory.mktemp("data-loss-store")
+    databases = _databases()
+    original = _data()
+    result = run_playbook(BACKUP_PLAYBOOK, extravars={"runbook_entry_point": "backup",
+                                                      "restore_backup_store": str(store)})
+    assert result.rc == 0, result.stdout[-3000:]
+    taken = result.artifacts["restore_backup_backup_result"]
+    yield {"store": str(store), "id": taken["id"], "original": original}
+
+    if _data() != original:
+        # A test stopped half-way: put the backup back with the role alone.
+        healed = run_playbook(BACKUP_PLAYBOOK, extravars={
+            "restore_backup_store": str(store), "restore_backup_confirm": True,
+            "restore_backup_restore_exit_on_error": False,
+            "restore_backup_backend_workload": {k: VARS["saasodoo_components"]["backend"][k]
+                                               for k in ("kind", "name", "namespace")}})
+        assert healed.rc == 0, healed.stdout[-3000:]
+    for name in _databases() - databases:
+        _sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', db="postgres")
+    postgres_faults.start_server()  # re-creates pg_stat_statements, which only a superuser can
+    faults.wait_healthy("backend")
+
+
+def _run(backup: dict, check: bool = False, **extra):
+    return run_playbook("data_loss.yml", check=check,
+                        extravars={"data_loss_backup_store": backup["store"], "data_loss_cooldown_minutes": 0, **extra})
+
+
+def _damage() -> None:
+    postgres_faults.superuser_sql(DAMAGE)
+
+
+def test_check_mode_and_unconfirmed_run_change_nothing(platform, backup):
+    _damage()
+    damaged = _data()
+    assert damaged != backup["original"]
+    databases = _databases()
+    ns = platform["saasodoo_platform_namespace"]
+    cluster = k8s_state.snapshot([ns])
+    backend = platform["saasodoo_components"]["backend"]
+    ref = f"Deployment/{ns}/{backend['name']}"
+
+    # As AWX's workflow launches it: job type check, its confirmation variable set.
+    dry = _run(backup, check=True, restore_backup_confirm="yes")
+
+    assert dry.rc == 0, dry.stdout[-3000:]
+    report = dry.artifacts["data_loss_report"]
+    assert RESTORE_TRIGGERS | {"DB_ROWS_CHANGED"} <= _codes(report), report["findings"]
+    orphans = next(f for f in report["findings"] if f["code"] == "DB_FK_ORPHANS")
+    assert orphans["severity"] == "critical"
+    assert any("public.users.tenant_id -> public.tenants(id): 2 orphaned" in e for e in orphans["evidence"]), orphans
+    missing = next(f for f in report["findings"] if f["code"] == "DB_ROWS_MISSING")
+    assert "public.subscriptions has 2, the backup 3" in missing["message"]
+    assert report["decision"] == "would_restore" and report["confirmed"] is True
+    assert report["backup"]["id"] == backup["id"]
+    assert f"would stop writes: scale {ref} from {backend['replicas']} to 0 replicas (scale_backend records " \
+           f"{backend['replicas']})" in report["actions"]
+    assert any(a.startswith(f"would restore backup {backup['id']} ") for a in report["actions"]), report["actions"]
+    assert f"would restore writes: scale {ref} back to {backend['replicas']} replicas" in report["actions"]
+    assert any("check mode, nothing was changed" in h for h in report["handed_over"])
+    assert report["escalation"]["level"] == "critical"
+    assert _data() == damaged and _databases() == databases
+    assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
+
+    unconfirmed = _run(backup)
+
+    assert unconfirmed.rc == 0, unconfirmed.stdout[-3000:]
+    assert unconfirmed.changed == 0
+    report = unconfirmed.artifacts["data_loss_report"]
+    assert RESTORE_TRIGGERS <= _codes(report)
+    assert report["decision"] == "would_restore" and report["confirmed"] is False
+    assert any("data_loss_confirm_restore is false, nothing was changed" in h and "data_loss_confirm_restore=true" in h
+               for h in report["handed_over"]), report["handed_over"]
+    assert report["healthy_after"] is False and report["escalation"]["level"] == "critical"
+    assert _data() == damaged and _databases() == databases
+    assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
+
+
+def test_confirmed_restore_brings_every_row_back_and_rerun_changes_nothing(platform, backup):
+    _damage()
+    databases = _databases()
+    ns = platform["saasodoo_platform_namespace"]
+    backend = platform["saasodoo_components"]["backend"]
+    ref = f"Deployment/{ns}/{backend['name']}"
+
+    result = _run(backup, data_loss_confirm_restore=True)
+
+    assert result.rc == 0, result.stdout[-3000:]
+    assert result.changed > 0
+    report = result.artifacts["data_loss_report"]
+    assert RESTORE_TRIGGERS <= _codes(report), report["findings"]
+    assert report["decision"] == "restore"
+    assert report["actions"][0] == f"stopped writes: scaled {ref} from {backend['replicas']} to 0 replicas"
+    assert report["actions"][1].startswith(f"restored backup {backup['id']} into database {DB} ")
+    assert report["actions"][2] == f"restored writes: scaled {ref} from 0 back to {backend['replicas']} replicas"
+    assert report["healthy_after"] is True, report["remaining"]
+    assert [f for f in report["remaining"] if f["severity"] != "low"] == []
+    assert report["damage_after"]["rows_missing"] == 0 and report["damage_after"]["orphans"] == 0
+    assert report["escalation"]["level"] == "medium"  # resolved; the root cause deserves a review
+    # Really healed: every row of every table as it was when the backup was taken.
+    assert _data() == backup["original"]
+    kept = _databases() - databases
+    assert len(kept) == 1 and next(iter(kept)).startswith(f"{DB}_before_restore_"), kept
+    # The damaged database is kept aside, as it was.
+    assert _sql("SELECT count(*) FROM subscriptions", db=next(iter(kept))) == [(2,)]
+    workload = _backend()
+    assert workload.spec.replicas == backend["replicas"]
+    assert (workload.status.ready_replicas or 0) == backend["replicas"]
+    assert REPLICAS_BEFORE_STOP not in (workload.metadata.annotations or {})
+
+    again = _run(backup, data_loss_confirm_restore=True)
+
+    assert again.rc == 0, again.stdout[-3000:]
+    assert again.changed == 0, again.stdout[-3000:]
+    report = again.artifacts["data_loss_report"]
+    assert report["findings"] == [] and report["decision"] == "none" and report["actions"] == []
+    assert _databases() - databases == kept
+
+
+def test_conflicting_confirmations_are_refused_before_anything_changes(platform, backup):
+    databases = _databases()
+    data = _data()
+
+    result = _run(backup, data_loss_confirm_restore=True, restore_backup_confirm=False)
+
+    assert result.rc != 0
+    assert "two different answers" in " ".join(result.stdout.split())
+    assert "AUDIT | Verify the backups" not in result.stdout
+    assert _data() == data and _databases() == databases
