@@ -15,6 +15,7 @@ name: collect_logs
 short_description: Select, filter, redact and index platform logs and events into one bundle
 description:
   - C(collect_logs_targets) lists the containers of the platform's pods, per component, for the services asked for.
+  - C(collect_logs_split) splits a list at a cap into what is taken and what is left (reported).
   - C(collect_logs_bundle) turns k8s_log results and events into the bundle's files (one log per container,
     events per namespace, index.json, README.md) with time window, service and severity filters applied,
     secrets redacted, and the lines matching error patterns counted and sampled.
@@ -85,6 +86,12 @@ def collect_logs_targets(pods, components, component_label, services=None):
                 "restarts": int((statuses.get(name) or {}).get("restartCount") or 0),
             })
     return sorted(out, key=lambda t: (t["component"], t["namespace"], t["pod"], t["container"]))
+
+
+def collect_logs_split(items, limit):
+    """[the first `limit` items, the rest]: a cap whose overflow is reported, not silently dropped."""
+    items, limit = list(items or []), max(0, int(limit))
+    return [items[:limit], items[limit:]]
 
 
 def _compile(patterns):
@@ -338,6 +345,7 @@ class FilterModule:
         return {
             "collect_logs_window": collect_logs_window,
             "collect_logs_targets": collect_logs_targets,
+            "collect_logs_split": collect_logs_split,
             "collect_logs_bundle": collect_logs_bundle,
             "collect_logs_findings": collect_logs_findings,
         }

@@ -60,6 +60,12 @@ def test_window():
                                                "since_seconds": 5400}
 
 
+def test_split_reports_the_overflow():
+    assert f.collect_logs_split([1, 2, 3], 2) == [[1, 2], [3]]
+    assert f.collect_logs_split([1], "5") == [[1], []]
+    assert f.collect_logs_split(None, 3) == [[], []]
+
+
 def test_targets_select_components_and_namespaces():
     pods = [pod("backend", "be-1", restarts=4), pod("backend", "be-2"), pod("frontend", "fe-1", ("web", "sidecar")),
             pod("backend", "impostor", namespace="tenant-acme"), {"metadata": {"name": "x", "namespace": "y"}}]
