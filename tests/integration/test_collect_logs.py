@@ -96,7 +96,8 @@ def test_check_mode_reads_everything_and_writes_nothing(platform, seeded, tmp_pa
     namespaces = sorted({c["namespace"] for c in platform["saasodoo_components"].values()})
     before = k8s_state.snapshot(namespaces)
 
-    result = run_playbook("collect_logs.yml", check=True, extravars={"collect_logs_output_dir": str(out)})
+    result = run_playbook("collect_logs.yml", check=True, extravars={
+        "collect_logs_output_dir": str(out), "collect_logs_services": ["backend"]})
 
     assert result.rc == 0, result.stdout[-3000:]
     assert not out.exists(), f"check mode wrote {list(out.rglob('*'))}"
@@ -181,13 +182,17 @@ def test_second_run_writes_a_new_bundle_and_records_unavailable_logs(platform, s
     out = tmp_path / "bundles"
     marker = seeded["marker"]
 
-    first = run_playbook("collect_logs.yml", extravars={"collect_logs_output_dir": str(out)})
+    # The first run names its services the way an AWX multiselect survey passes them (one per line).
+    first = run_playbook("collect_logs.yml", extravars={"collect_logs_output_dir": str(out),
+                                                        "collect_logs_services": "frontend\nredis"})
     second = run_playbook("collect_logs.yml", extravars={"collect_logs_output_dir": str(out)})
 
-    assert first.rc == 0 and second.rc == 0, second.stdout[-3000:]
+    assert first.rc == 0, first.stdout[-3000:]
+    assert second.rc == 0, second.stdout[-3000:]
     dirs, archives = _bundles(out)
     assert len(dirs) == 2 and len(archives) == 2, dirs  # a new bundle per run, none overwritten
     assert first.changed > 0 and second.changed > 0
+    assert json.loads((dirs[0] / "index.json").read_text())["filters"]["services"] == ["frontend", "redis"]
     index = json.loads((dirs[-1] / "index.json").read_text())
     assert index["filters"]["services"] == "all" and index["filters"]["min_severity"] == "info"
     comps = {e["component"] for e in index["logs"]}
