@@ -455,24 +455,31 @@ def tenant_isolation_audit(desired, objects, probe=True):
     }
 
 
-def tenant_isolation_plan(audit, remove_extra=False, max_tenants=10):
+def tenant_isolation_plan(audit, remove_extra=False, max_tenants=10, remediate=True):
     """What tenant_isolation.yml does with an audit (tenant_isolation_audit's result).
 
     Returns {todo: tenants whose isolation objects are reapplied (drift, or extra policies when
     ``remove_extra``), in the audit's order, at most ``max_tenants``; skipped: [{ref, why}] beyond
     the cap; missing_namespace: slugs without a namespace; extra_kept: extra policy refs left alone
-    because ``remove_extra`` is off}.
+    because ``remove_extra`` is off}. With ``remediate`` false nothing is to do: what would be is
+    listed as skipped.
     """
     if int(max_tenants) < 1:
         raise ValueError("tenant_isolation_plan: max_tenants must be at least 1")
     present = [t for t in (audit or {}).get("tenants") or [] if t.get("namespace_exists")]
     wanted = [t for t in present if t.get("reapply") or (remove_extra and t.get("extra"))]
+    off = [] if remediate else wanted
+    wanted = wanted if remediate else []
     todo, capped = wanted[:int(max_tenants)], wanted[int(max_tenants):]
     return {
         "todo": todo,
         "skipped": [{"ref": "Namespace/%s" % t["namespace"],
                      "why": "cap of %d tenant(s) per run reached; rerun to continue" % int(max_tenants)}
-                    for t in capped],
+                    for t in capped]
+        + [{"ref": "Namespace/%s" % t["namespace"],
+            "why": "remediation off (tenant_isolation_remediate=false): would reapply %s" % (
+                ", ".join(t.get("reapply") or []) or "nothing but the removal of extra policies")}
+           for t in off],
         "missing_namespace": [t["slug"] for t in (audit or {}).get("tenants") or [] if not t.get("namespace_exists")],
         "extra_kept": [] if remove_extra else [r for t in present for r in t.get("extra") or []],
     }

@@ -31,7 +31,7 @@ def _fmt_requests(req):
     return " / ".join(parts) or "no requests"
 
 
-def tenant_provisioning_plan(check, tenants, confirm_cleanup=False, max_tenants=2):
+def tenant_provisioning_plan(check, tenants, confirm_cleanup=False, max_tenants=2, remediate=True):
     """The plan for the inventory's ``tenants`` ([{slug, tier}]) from ``check`` (saasodoo_tenant_check's result).
 
     Per the check's ``action`` for each tenant, in the inventory's order:
@@ -43,7 +43,8 @@ def tenant_provisioning_plan(check, tenants, confirm_cleanup=False, max_tenants=
       help while no node has room for those requests, and a rollout would wait on them; handed over, saying why;
     - ``cleanup`` (a namespace without a tenant record): handed over, a human decides;
     - ``none``: nothing, or left alone while provisioning is still in progress.
-    At most ``max_tenants`` tenants are provisioned; the others are skipped until the next run.
+    At most ``max_tenants`` tenants are provisioned; the others are skipped until the next run. With
+    ``remediate`` false nothing is provisioned: what would be is listed as skipped.
 
     Returns {todo: [{slug, tier, cleanup, verdict, reasons}], skipped: [{ref, why}], handed_over: [str],
     refused: [slug], verdicts: {slug: {verdict, action, status, in_database, in_cluster}}}.
@@ -105,6 +106,12 @@ def tenant_provisioning_plan(check, tenants, confirm_cleanup=False, max_tenants=
                 entry.get("status"), _minutes(entry.get("status_age_minutes")))})
         elif verdict == "orphaned":
             skipped.append({"ref": ref, "why": "; ".join(reasons) or "orphaned, nothing to do"})
+    if not remediate:
+        for item in wanted:
+            skipped.append({"ref": "tenants/%s" % item["slug"],
+                            "why": "remediation off (tenant_provisioning_remediate=false): would %s" % (
+                                "clean up and provision it again" if item["cleanup"] else "provision it again")})
+        wanted = []
     todo = wanted[:max_tenants]
     for item in wanted[max_tenants:]:
         skipped.append({"ref": "tenants/%s" % item["slug"],

@@ -280,3 +280,81 @@ def test_nothing_found_when_in_sync_and_closed():
     pairs = f.tenant_isolation_pairs(TENANTS, PODS, ISOLATED, NAMESPACES)
     assert f.tenant_isolation_findings([drift_entry(), drift_entry(slug="b", namespace="tenant-b")], pairs) == []
 
+
+
+# ---- what tenant_isolation.yml does
+
+
+def audit_tenants():
+    return {"tenants": [
+        {"slug": "a", "namespace": "tenant-a", "namespace_exists": True, "reapply": ["ResourceQuota/tenant-a/q"],
+         "extra": []},
+        {"slug": "b", "namespace": "tenant-b", "namespace_exists": True, "reapply": [],
+         "extra": ["NetworkPolicy/tenant-b/allow-all"]},
+        {"slug": "c", "namespace": "tenant-c", "namespace_exists": True, "reapply": ["Namespace/tenant-c"], "extra": []},
+        {"slug": "d", "namespace": "tenant-d", "namespace_exists": False, "reapply": [], "extra": []}]}
+
+
+def test_plan_reapplies_drift_and_hands_over_extras():
+    plan = f.tenant_isolation_plan(audit_tenants())
+    assert [t["slug"] for t in plan["todo"]] == ["a", "c"]
+    assert plan["extra_kept"] == ["NetworkPolicy/tenant-b/allow-all"]
+    assert plan["missing_namespace"] == ["d"] and plan["skipped"] == []
+
+
+def test_plan_removes_extras_when_confirmed_within_the_cap():
+    plan = f.tenant_isolation_plan(audit_tenants(), remove_extra=True, max_tenants=2)
+    assert [t["slug"] for t in plan["todo"]] == ["a", "b"] and plan["extra_kept"] == []
+    assert plan["skipped"] == [{"ref": "Namespace/tenant-c",
+                                "why": "cap of 2 tenant(s) per run reached; rerun to continue"}]
+    with pytest.raises(ValueError, match="max_tenants must be at least 1"):
+        f.tenant_isolation_plan(audit_tenants(), max_tenants=0)
+
+
+def test_plan_with_remediation_off():
+    plan = f.tenant_isolation_plan(audit_tenants(), remediate=False)
+    assert plan["todo"] == []
+    assert [s["ref"] for s in plan["skipped"]] == ["Namespace/tenant-a", "Namespace/tenant-c"]
+    assert plan["skipped"][0]["why"] == ("remediation off (tenant_isolation_remediate=false): would reapply "
+                                         "ResourceQuota/tenant-a/q")
+
+
+def desired(slug, tier="basic"):
+    ns = "tenant-" + slug
+    labels = {TENANT: slug, "pod-security.kubernetes.io/enforce": "baseline"}
+    manifests = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+                 {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "tenant-quota", "namespace": ns},
+                  "spec": {"hard": {"pods": "10"}}}] + [dict(p, apiVersion="networking.k8s.io/v1")
+                                                        for p in tenant_policies(ns)]
+    return {"slug": slug, "tier": tier, "namespace": ns, "pod_security": "baseline", "manifests": manifests}
+
+
+def live_objects(desired_list):
+    objs = {"namespaces": [], "networkpolicies": [], "resourcequotas": [], "limitranges": [], "pods": list(PODS)}
+    key = {"Namespace": "namespaces", "NetworkPolicy": "networkpolicies", "ResourceQuota": "resourcequotas"}
+    for d in desired_list:
+        for m in d["manifests"]:
+            objs[key[m["kind"]]].append(m)
+    return objs
+
+
+def test_audit_end_to_end():
+    want = [desired("a"), desired("b"), desired("c")]
+    live = live_objects(want[:2])  # c never provisioned
+    assert f.tenant_isolation_audit(want[:2], live)["findings"] == []
+    # b: quota gone, Pod Security lowered, allow-all in both a and b
+    live["resourcequotas"] = [q for q in live["resourcequotas"] if q["metadata"]["namespace"] != "tenant-b"]
+    live["namespaces"][1] = {"kind": "Namespace", "metadata": {"name": "tenant-b", "labels": {
+        TENANT: "b", "pod-security.kubernetes.io/enforce": "privileged"}}}
+    live["networkpolicies"] += [policy("tenant-a", "allow-all", types=["Ingress", "Egress"], ingress=[{}], egress=[{}]),
+                                policy("tenant-b", "allow-all", types=["Ingress", "Egress"], ingress=[{}], egress=[{}])]
+    result = f.tenant_isolation_audit(want, live)
+    assert [(x["code"], x["tenant"]) for x in result["findings"]] == [
+        ("TENANT_PAIR_OPEN", "a"), ("TENANT_PAIR_OPEN", "b"), ("TENANT_NAMESPACE_MISSING", "c"),
+        ("TENANT_POD_SECURITY_WEAKENED", "b"), ("TENANT_QUOTA_MISSING", "b"),
+        ("TENANT_NETPOL_EXTRA", "a"), ("TENANT_NETPOL_EXTRA", "b")]
+    assert result["pairs_total"] == 2 and not result["isolated"]  # c has no namespace: not paired
+    b = [t for t in result["tenants"] if t["slug"] == "b"][0]
+    assert b["reapply"] == ["Namespace/tenant-b", "ResourceQuota/tenant-b/tenant-quota"]
+    assert b["pod_security"]["enforce"] == "privileged" and b["pods"] == 2
+    assert b["default_deny"] == {"ingress": ["tenant-b/default-deny"], "egress": ["tenant-b/default-deny"]}

@@ -93,6 +93,16 @@ def test_in_progress_orphans_and_unknown_tenants():
     assert plan["verdicts"]["ghost"]["verdict"] == "not_found"
 
 
+def test_remediation_off_lists_what_would_be_done():
+    check = {"tenants": [entry("a", "stuck", "retry"), entry("h", "failed", "cleanup_and_retry", "failed")]}
+    plan = f.tenant_provisioning_plan(check, inventory("a", "h"), confirm_cleanup=True, remediate=False)
+    assert plan["todo"] == []
+    assert plan["skipped"] == [
+        {"ref": "tenants/a", "why": "remediation off (tenant_provisioning_remediate=false): would provision it again"},
+        {"ref": "tenants/h", "why": "remediation off (tenant_provisioning_remediate=false): would clean up and "
+                                    "provision it again"}]
+
+
 def test_bad_cap_is_refused():
     with pytest.raises(ValueError, match="max_tenants must be at least 1"):
         f.tenant_provisioning_plan({"tenants": []}, [], max_tenants=0)
