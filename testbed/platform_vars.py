@@ -41,8 +41,11 @@ def load(inventory: str = "local") -> dict:
         return value
 
     rendered = raw
-    for _ in range(5):  # references between variables resolve in a few passes
-        rendered = {k: render(v, rendered) for k, v in rendered.items()}
+    # References between variables resolve in a few passes. Each pass renders the RAW values with
+    # the previous pass's results, so a value rendered early against a still-unrendered reference
+    # (e.g. a port computed from saasodoo_testbed_port_shift) is corrected in the next pass.
+    for _ in range(5):
+        rendered = {k: render(v, rendered) for k, v in raw.items()}
     return rendered
 
 
