@@ -21,6 +21,7 @@ description:
   - C(prometheus_findings) judges Prometheus' readiness and active targets against the desired ServiceMonitors.
   - C(grafana_datasource_findings) judges the Grafana datasource (configuration and health).
   - C(target_handover) says, for each target down, who can fix it.
+  - C(remediation_plan) decides what the runbook restarts, reapplies and hands over.
 """
 
 SERVICEMONITOR_POOL = "serviceMonitor/{namespace}/{name}/{index}"
@@ -281,6 +282,48 @@ def target_handover(findings, desired_servicemonitors, workload_health, fixable_
     return {"fixed_here": fixed, "handed_over": handed}
 
 
+RESTARTABLE_CODES = ("WORKLOAD_CRASHLOOP", "WORKLOAD_UNAVAILABLE")
+HANDOVER = (
+    (("WORKLOAD_MISSING", "WORKLOAD_SCALED_TO_ZERO", "WORKLOAD_OOMKILLED"),
+     "a restart does not cure this -> platform_down.yml / backend_crashloop.yml"),
+    (("SERVICEMONITOR_CRD_MISSING",), "install the Prometheus Operator's CRDs -> platform team"),
+    (("GRAFANA_DATASOURCE_MISCONFIGURED", "GRAFANA_DATASOURCE_CONFIG_MISSING"),
+     "redeploy the monitoring configuration -> deploy_platform.yml"),
+    (("SERVICEMONITOR_NO_TARGETS",), "check its selector against the Services -> monitoring owner"),
+)
+
+
+def remediation_plan(diag, desired_servicemonitors, monitoring_components, restartable, grafana_method,
+                     component_label="app.kubernetes.io/component"):
+    """What metrics_collection does about a diagnosis: {restart, servicemonitors, policies, handed_over}.
+
+    restart: monitoring components (keys) to restart - crash-looping or unavailable ones, Prometheus when
+    it does not answer, Grafana when Grafana's own API says its datasource is unhealthy while Prometheus
+    answers; only components both listed in monitoring_components and restartable.
+    servicemonitors / policies: the drift entries (missing or drifted) to reapply.
+    handed_over: one line per finding this runbook cannot fix, naming who can.
+    """
+    findings = diag.get("findings") or []
+    codes = {f.get("code") for f in findings}
+    restart = [f.get("component") for f in findings
+               if f.get("code") in RESTARTABLE_CODES and f.get("component") in monitoring_components]
+    prometheus_down = bool(codes & {"PROMETHEUS_NOT_READY", "PROMETHEUS_API_UNAVAILABLE"})
+    if prometheus_down:
+        restart.append("prometheus")
+    if grafana_method == "grafana_api" and "GRAFANA_DATASOURCE_UNHEALTHY" in codes and not prometheus_down:
+        restart.append("grafana")
+    restart = [c for i, c in enumerate(restart)
+               if c in monitoring_components and c in restartable and c not in restart[:i]]
+    sm_fix = [d for d in diag.get("servicemonitor_drift") or [] if d.get("state") in ("missing", "drifted")]
+    np_fix = [d for d in diag.get("policy_drift") or [] if d.get("state") in ("missing", "drifted")]
+    targets = target_handover(findings, desired_servicemonitors, diag.get("components"),
+                              [d["ref"] for d in sm_fix], component_label)
+    handed = list(targets["handed_over"])
+    for codes_, where in HANDOVER:
+        handed += [f"{f.get('message')} {where[0].upper()}{where[1:]}" for f in findings if f.get("code") in codes_]
+    return {"restart": restart, "servicemonitors": sm_fix, "policies": np_fix, "handed_over": handed}
+
+
 def _datasources(document):
     if not isinstance(document, dict):
         return []
@@ -351,6 +394,7 @@ class FilterModule:
             "prometheus_findings": prometheus_findings,
             "target_handover": target_handover,
             "components_health": components_health,
+            "remediation_plan": remediation_plan,
             "pools_settled": pools_settled,
             "servicemonitor_pools": servicemonitor_pools,
             "grafana_datasource_findings": grafana_datasource_findings,

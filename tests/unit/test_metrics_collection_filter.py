@@ -210,3 +210,37 @@ def test_grafana_datasource_unhealthy_by_either_method():
     assert found[0]["code"] == "GRAFANA_DATASOURCE_UNHEALTHY" and "Grafana's datasource health" in found[0]["evidence"][0]
     assert f.grafana_datasource_findings(CM, "k", "Prometheus", EXPECTED, {"status": 200, "json": {"status": "OK"}},
                                          "grafana_api") == []
+
+
+# --------------------------------------------------------------------------- the plan
+
+def test_plan_restarts_unhealthy_monitoring_and_reapplies_drift_only():
+    drift = f.desired_drift(desired(), desired()[:1])  # traefik's ServiceMonitor missing
+    diag = {"findings": [
+        {"code": "WORKLOAD_CRASHLOOP", "component": "prometheus"},
+        {"code": "WORKLOAD_CRASHLOOP", "component": "backend"},  # not monitoring: not ours to restart
+        {"code": "WORKLOAD_SCALED_TO_ZERO", "component": "grafana", "message": "grafana has no replicas."},
+        {"code": "SERVICEMONITOR_MISSING", "ref": "ServiceMonitor/monitoring/traefik"},
+    ], "servicemonitor_drift": drift, "policy_drift": [], "components": []}
+    plan = f.remediation_plan(diag, desired(), ["prometheus", "grafana"], ["prometheus", "grafana", "backend"],
+                              "datasource_url", COMP)
+    assert plan["restart"] == ["prometheus"]
+    assert [d["ref"] for d in plan["servicemonitors"]] == ["ServiceMonitor/monitoring/traefik"]
+    assert plan["policies"] == []
+    assert plan["handed_over"] == ["grafana has no replicas. A restart does not cure this -> platform_down.yml / "
+                                   "backend_crashloop.yml"]
+
+
+def test_plan_restarts_prometheus_not_answering_once_and_grafana_only_on_its_own_word():
+    diag = {"findings": [{"code": "PROMETHEUS_NOT_READY", "component": "prometheus"},
+                         {"code": "WORKLOAD_UNAVAILABLE", "component": "prometheus"},
+                         {"code": "GRAFANA_DATASOURCE_UNHEALTHY", "component": "grafana"}]}
+    plan = f.remediation_plan(diag, [], ["prometheus", "grafana"], ["prometheus", "grafana"], "grafana_api")
+    assert plan["restart"] == ["prometheus"]  # Grafana's datasource is down because Prometheus is
+    diag = {"findings": [{"code": "GRAFANA_DATASOURCE_UNHEALTHY", "component": "grafana"}]}
+    assert f.remediation_plan(diag, [], ["prometheus", "grafana"], ["prometheus", "grafana"], "grafana_api")["restart"] == [
+        "grafana"]
+    assert f.remediation_plan(diag, [], ["prometheus", "grafana"], ["prometheus", "grafana"], "datasource_url")["restart"] == []
+    # not restartable in the inventory: left alone
+    diag = {"findings": [{"code": "PROMETHEUS_NOT_READY"}]}
+    assert f.remediation_plan(diag, [], ["prometheus"], [], "datasource_url")["restart"] == []
