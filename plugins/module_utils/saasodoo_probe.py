@@ -311,7 +311,7 @@ def summarize_http(samples, expected_status):
         "statuses": statuses,
         "expected": len(expected),
         "unexpected": len(answered) - len(expected),
-        "failed": total - len(answered),
+        "unanswered": total - len(answered),
         "timeouts": errors.get("timeout", 0),
         "errors": errors,
         "error_samples": error_samples,
@@ -336,7 +336,7 @@ def summarize_tcp(samples):
     return {
         "attempts": total,
         "succeeded": len(ok),
-        "failed": total - len(ok),
+        "failures": total - len(ok),
         "errors": errors,
         "error_samples": error_samples,
         "success_ratio": round(len(ok) / float(total), 4) if total else None,

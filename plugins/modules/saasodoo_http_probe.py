@@ -135,12 +135,14 @@ unexpected:
   description: Answers with another status.
   returned: always
   type: int
-failed:
-  description: Requests that got no answer (timeout, refused, TLS failure...).
+unanswered:
+  description:
+    - Requests that got no answer (timeout, refused, TLS failure...). Not named C(failed), which Ansible reads as
+      the task's own failure.
   returned: always
   type: int
 timeouts:
-  description: Requests that timed out (part of C(failed)).
+  description: Requests that timed out (part of C(unanswered)).
   returned: always
   type: int
 errors:

@@ -87,8 +87,8 @@ succeeded:
   description: Attempts that connected (and, with O(send), got the expected answer).
   returned: always
   type: int
-failed:
-  description: Attempts that did not.
+failures:
+  description: Attempts that did not (not named C(failed), which Ansible reads as the task's own failure).
   returned: always
   type: int
 errors:

@@ -87,7 +87,7 @@ def test_summarize_http_counts_statuses_errors_and_times_only_answers():
     result = probe.summarize_http(samples, [200])
     assert result["requests"] == 5
     assert result["statuses"] == {"200": 2, "503": 1}
-    assert result["expected"] == 2 and result["unexpected"] == 1 and result["failed"] == 2
+    assert result["expected"] == 2 and result["unexpected"] == 1 and result["unanswered"] == 2
     assert result["timeouts"] == 1
     assert result["errors"] == {"timeout": 1, "refused": 1}
     assert result["error_samples"] == ["TimeoutError: timed out", "refused"]
@@ -108,7 +108,7 @@ def test_summarize_tcp():
     bad = {"connected": False, "connect_ms": None, "roundtrip_ms": None, "ok": False, "error": "refused",
            "error_kind": "refused", "reply": None}
     result = probe.summarize_tcp([ok, ok, bad])
-    assert result["attempts"] == 3 and result["succeeded"] == 2 and result["failed"] == 1
+    assert result["attempts"] == 3 and result["succeeded"] == 2 and result["failures"] == 1
     assert result["errors"] == {"refused": 1}
     assert result["connect_ms"]["count"] == 2 and result["roundtrip_ms"]["p50"] == 0.2
     assert result["ok"] is False
@@ -257,3 +257,11 @@ def test_tcp_once_ping_pong_and_unexpected_reply():
         listener.close()
     assert good["ok"] and good["roundtrip_ms"] is not None and good["reply"].startswith("+PONG")
     assert not bad["ok"] and bad["error_kind"] == "unexpected_reply"
+
+
+def test_results_never_carry_a_failed_key_ansible_would_read_as_task_failure():
+    http = probe.summarize_http([_sample(None, 1, "refused", "refused")], [200])
+    tcp = probe.summarize_tcp([{"connected": False, "connect_ms": None, "roundtrip_ms": None, "ok": False,
+                                "error": "refused", "error_kind": "refused", "reply": None}])
+    assert "failed" not in http and "failed" not in tcp
+    assert http["unanswered"] == 1 and tcp["failures"] == 1
