@@ -111,7 +111,6 @@ def cmd_up(namespace: str) -> int:
         "--leader-elect=false",
         "--enable-certificate-owner-ref",
         f"--healthz-listen-address={HEALTH}",
-        f"--metrics-listen-address=127.0.0.1:{20402 + cluster.PORT_OFFSET}",
         "--v=2",
     ])
     NAMESPACE_FILE.write_text(namespace + "\n")

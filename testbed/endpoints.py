@@ -14,6 +14,11 @@ inventories/local/group_vars/all/services.yml). What they serve:
   public    HTTPS, same content as the frontend, with the certificate in <cache>/endpoints/tls/
             (tls.crt, tls.key; reloaded when the files change, so a test can serve an expired or
             wrong-host certificate). `up` writes a self-signed one for the inventory's server_name.
+            Like Traefik, the site serves the platform's real TLS Secret: the Secret of the
+            inventory's certificate (`saasodoo_certificates`) that covers the public server_name is
+            copied into tls/ whenever it changes in the cluster, so a certificate that cert-manager
+            renews (or a test breaks) is really served. Files written into tls/ by hand stay
+            served until the Secret changes again.
   supabase  /auth/v1/health     GoTrue's health answer
   killbill  /1.0/healthcheck    Kill Bill's health answer
 
@@ -61,6 +66,7 @@ CACHE = Path(os.environ.get("TESTBED_CACHE", platform_vars.ROOT / ".cache" / "te
 STATE = CACHE / "endpoints"
 FAULTS = STATE / "faults.json"
 TLS_DIR = STATE / "tls"
+TLS_SOURCE = TLS_DIR / "source.json"  # which Secret (and which content of it) tls/ was last copied from
 PID = STATE / "endpoints.pid"
 LOG = STATE / "endpoints.log"
 ACCESS_LOG = STATE / "access.log"
@@ -92,10 +98,22 @@ def config() -> dict:
                        "health": ep["url"] + ep.get("health_path", "/")}
     return {
         "sites": sites,
+        "tls_secret": tls_secret(v, sites["public"]["server_name"]),
         "db": {"host": v["saasodoo_db_host"], "port": int(v["saasodoo_db_port"]), "dbname": v["saasodoo_db_name"],
                "user": v["saasodoo_db_user"], "password": os.environ.get("SAASODOO_DB_PASSWORD", "saasodoo-local")},
         "redis": {"host": v["saasodoo_redis_host"], "port": int(v["saasodoo_redis_port"])},
     }
+
+
+def tls_secret(v: dict, server_name: str) -> dict | None:
+    """The TLS Secret Traefik would serve for the public server name: the Secret of the inventory's
+    certificate that lists the name (else the first certificate of the platform namespace)."""
+    certs = v.get("saasodoo_certificates") or []
+    chosen = next((c for c in certs if server_name in (c.get("dns_names") or [])), None)
+    chosen = chosen or next((c for c in certs if c.get("namespace") == v.get("saasodoo_platform_namespace")), None)
+    if not chosen:
+        return None
+    return {"namespace": chosen["namespace"], "name": chosen["secret_name"]}
 
 
 # --------------------------------------------------------------------------- faults
@@ -327,7 +345,12 @@ class SiteServer(ThreadingHTTPServer):
         stamp = (crt.stat().st_mtime_ns, key.stat().st_mtime_ns)
         if stamp != self._ctx_key:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(crt), str(key))
+            try:
+                ctx.load_cert_chain(str(crt), str(key))
+            except ssl.SSLError:
+                if self._ctx is None:
+                    raise
+                return self._ctx  # a certificate and key being replaced: serve the previous pair meanwhile
             self._ctx, self._ctx_key = ctx, stamp
         return self._ctx
 
@@ -351,6 +374,71 @@ def ensure_certificate(server_name: str) -> None:
                     "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
 
 
+class TlsSync:
+    """Copies the platform's TLS Secret into tls/ whenever its content changes, as Traefik loads it.
+
+    Only a change of the Secret is copied (its content's sha256 is recorded in tls/source.json), so
+    a certificate written into tls/ by hand stays served until the Secret changes. A Secret that is
+    missing or unreadable leaves tls/ as it is.
+    """
+
+    def __init__(self, secret: dict | None):
+        self.secret = secret
+        self.error = ""
+
+    @staticmethod
+    def recorded() -> dict:
+        try:
+            return json.loads(TLS_SOURCE.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def once(self) -> bool:
+        """One look at the Secret; True when tls/ was rewritten."""
+        if not self.secret:
+            return False
+        try:
+            import base64
+            import hashlib
+
+            from testbed import faults
+            obj = faults.core().read_namespaced_secret(self.secret["name"], self.secret["namespace"])
+            data = obj.data or {}
+            crt, key = base64.b64decode(data.get("tls.crt") or ""), base64.b64decode(data.get("tls.key") or "")
+            if not crt or not key:
+                raise EndpointsError("the Secret has no tls.crt or tls.key")
+            self.error = ""
+        except Exception as exc:  # noqa: BLE001 - no cluster or no Secret (yet): keep serving what tls/ has
+            message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            if message != self.error:
+                log(f"public: TLS Secret {self.secret['namespace']}/{self.secret['name']} not served: {message}")
+            self.error = message
+            return False
+        digest = hashlib.sha256(crt + b"\0" + key).hexdigest()
+        if self.recorded().get("sha256") == digest:
+            return False
+        TLS_DIR.mkdir(parents=True, exist_ok=True)
+        # The key first, then the certificate: the server reloads on the pair's mtimes and keeps the
+        # previous pair while the two do not match.
+        for name, content, mode in (("tls.key", key, 0o600), ("tls.crt", crt, 0o644)):
+            tmp = TLS_DIR / f".{name}.tmp"
+            tmp.write_bytes(content)
+            tmp.chmod(mode)
+            tmp.replace(TLS_DIR / name)
+        TLS_SOURCE.write_text(json.dumps({"namespace": self.secret["namespace"], "name": self.secret["name"],
+                                          "resource_version": obj.metadata.resource_version, "sha256": digest,
+                                          "synced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                                         indent=2, sort_keys=True))
+        log(f"public: serving TLS Secret {self.secret['namespace']}/{self.secret['name']} "
+            f"(resourceVersion {obj.metadata.resource_version})")
+        return True
+
+    def watch(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            self.once()
+            stopping.wait(1.0)
+
+
 def serve() -> int:
     cfg = config()
     STATE.mkdir(parents=True, exist_ok=True)
@@ -361,6 +449,9 @@ def serve() -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     components = sorted({c for site in cfg["sites"].values() for c in site["needs"]})
     threading.Thread(target=CLUSTER.watch, args=(components, stopping), daemon=True).start()
+    sync = TlsSync(cfg["tls_secret"])
+    sync.once()
+    threading.Thread(target=sync.watch, args=(stopping,), daemon=True).start()
     while not stopping.is_set():
         faults = read_faults()
         for site in SITES:
@@ -457,6 +548,12 @@ def cmd_status() -> int:
     log(f"server: {'running (pid %d)' % pid if pid else 'not running'}")
     for site in SITES:
         log(f"{site:9} {cfg['sites'][site]['url']:28} {probe(cfg['sites'][site]) if pid else '-'}")
+    source = TlsSync.recorded()
+    secret = cfg["tls_secret"]
+    log("public TLS: " + (f"Secret {source['namespace']}/{source['name']} (resourceVersion "
+                          f"{source['resource_version']}, copied {source['synced_at']})" if source
+                          else "self-signed (no Secret copied yet)")
+        + (f"; follows Secret {secret['namespace']}/{secret['name']}" if secret else "; no Secret to follow"))
     faults = read_faults()
     if faults:
         log("faults: " + json.dumps(faults, sort_keys=True))
