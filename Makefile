@@ -36,7 +36,13 @@ testbed-build: ## Build etcd, kube-apiserver, kube-controller-manager, kube-sche
 testbed-up: venv testbed-build services-up ## Start the control plane, PostgreSQL and Redis (no-op when up)
 	$(PYTHON) testbed/cluster.py up
 
-testbed-down: services-down ## Stop the control plane; leaves no stray process
+testbed-down: ## Stop everything the test bed and the tests started; leaves no stray process
+	-$(BIN)/python testbed/kwok_logs.py down
+	-$(BIN)/python testbed/prometheus.py down
+	-$(BIN)/python testbed/pgbouncer.py down
+	-$(BIN)/python testbed/dns.py down
+	-$(BIN)/python testbed/certmanager.py down
+	$(MAKE) services-down
 	$(PYTHON) testbed/cluster.py down
 
 testbed-status: ## Show each test bed component
