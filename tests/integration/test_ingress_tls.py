@@ -257,6 +257,11 @@ def test_check_mode_reports_the_expired_certificate_and_the_missing_route_and_ch
     assert f"would reapply route {route_ref}" in report["actions"]
     assert f"would trigger re-issuance of {cert_ref}" in report["actions"]
     assert report["check_mode"] is True and report["healthy_before"] is False
+    # Logs: each Traefik pod's log was read, or the report says why not (kwok's pods have no kubelet to serve one).
+    logs = report["traefik_logs"]
+    pods = report["traefik"]["pods"]
+    assert pods and sorted(logs["read"] + [u.split(":", 1)[0] for u in logs["unavailable"]]) == sorted(pods), logs
+    assert all(": " in u for u in logs["unavailable"])
     # Nothing changed: workloads, the Secret, the Certificate's trigger, the route; still the expired cert served.
     assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
     assert bed.tls_state() == tls_before
