@@ -198,3 +198,29 @@ def test_an_unreachable_cluster_is_named(tmp_path):
     assert "cannot reach the Kubernetes API at https://127.0.0.1:1 (connection refused)" in errors[0]
     assert "Outcome: failed (exit 30)" in done.stdout
     assert api.EXIT_FAILED == 30
+
+
+def test_health_check_auto_health_check_heals_what_the_checklist_found(platform, tmp_path):
+    """The guide's Quick Health Check as diagnosis and verification, the runbook in between chosen by its findings."""
+    backend = platform["saasodoo_components"]["backend"]
+    faults.wait_healthy("backend")
+    fault = faults.crashloop("backend")
+    items = '{"health_check_items": ["pods", "database", "redis", "external"], "platform_down_cooldown_minutes": 0}'
+    try:
+        done = cli("chain", "health_check", "auto", "health_check", "--json", "-e", items,
+                   env={"SAASODOO_REPORT_DIR": str(tmp_path / "reports")})
+    finally:
+        if not faults.component_healthy("backend"):
+            fault.undo()
+
+    assert done.returncode == 10, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["outcome"] == "remediated"
+    # auto became the runbook the health check's finding names: platform_down.
+    assert [s["step"] for s in summary["steps"]] == ["health_check", "platform_down", "health_check"]
+    diagnose, heal, verify = summary["steps"]
+    pods = [f for f in diagnose["report"]["findings"] if f.get("runbook") == "platform_down"]
+    assert pods and any(backend["name"] in json.dumps(f) for f in pods), diagnose["report"]["findings"]
+    assert f"rolling restart of Deployment/{backend['namespace']}/{backend['name']}" in heal["report"]["actions"]
+    assert verify["result"] == "healthy" and verify["report"]["findings"] == []
+    assert faults.component_healthy("backend")
