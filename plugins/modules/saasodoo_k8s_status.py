@@ -18,7 +18,7 @@ description:
     given fields already match is left alone. C(lastTransitionTime) is set to now when a condition is new
     or its C(status) changes, and kept otherwise. C(observedGeneration) defaults to the object's
     C(metadata.generation).
-  - Optimistic locking: the patch carries the C(resourceVersion) that was read, so a change made in
+  - Optimistic locking. The patch carries the C(resourceVersion) that was read, so a change made in
     between by a controller is never overwritten; on a conflict the module reads again and merges again
     (up to O(conflict_retries) times).
   - Idempotent; check mode predicts the merged status and changes nothing; diff mode returns the status
