@@ -208,7 +208,7 @@ def test_health_check_auto_health_check_heals_what_the_checklist_found(platform,
     items = '{"health_check_items": ["pods", "database", "redis", "external"], "platform_down_cooldown_minutes": 0}'
     try:
         done = cli("chain", "health_check", "auto", "health_check", "--json", "-e", items,
-                   env={"SAASODOO_REPORT_DIR": str(tmp_path / "reports")})
+                   env={"SAASODOO_REPORT_DIR": str(tmp_path / "reports")}, timeout=900)
     finally:
         if not faults.component_healthy("backend"):
             fault.undo()
