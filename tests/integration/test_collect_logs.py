@@ -211,3 +211,15 @@ def test_second_run_writes_a_new_bundle_and_records_unavailable_logs(platform, s
     unavailable = next(f for f in report["findings"] if f["code"] == "LOGS_UNAVAILABLE")
     assert unavailable["severity"] == "low"
     assert report["healthy_before"] is True and report["escalation"]["level"] == "none"
+
+
+def test_bad_input_is_refused_before_anything_is_read_or_written(platform, tmp_path):
+    out = tmp_path / "bundles"
+
+    result = run_playbook("collect_logs.yml", extravars={"collect_logs_output_dir": str(out),
+                                                         "collect_logs_services": ["backend", "no-such-service"]})
+
+    assert result.rc != 0
+    assert "nothing was read or written" in result.stdout and "unknown: no-such-service" in result.stdout
+    assert "collect_logs_report" not in result.artifacts
+    assert not out.exists()

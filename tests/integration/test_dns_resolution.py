@@ -152,3 +152,19 @@ def test_dns_server_not_answering_is_handed_over_not_fixed(platform, coredns, dn
     assert report["escalation"]["level"] == "critical"
     # CoreDNS was healthy: the runbook must not have restarted or otherwise touched it.
     assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+
+
+def test_bad_input_is_refused_before_anything_is_read_or_changed(platform, coredns):
+    ns = coredns["namespace"]
+    before = k8s_state.snapshot([ns])
+    live = _corefile(platform)
+    # Restoring a desired Corefile that is itself broken would break CoreDNS: refused up front.
+    bad = dns.broken(platform["dns_resolution_corefile"])
+
+    result = run_playbook("dns_resolution.yml", extravars={"dns_resolution_corefile": bad})
+
+    assert result.rc != 0
+    assert "nothing was read or changed" in result.stdout and "forwrd" in result.stdout
+    assert "dns_resolution_report" not in result.artifacts
+    assert _corefile(platform) == live
+    assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []

@@ -75,7 +75,8 @@ def test_frontend_at_zero_is_scaled_back(frontend_bed):
     url = platform["saasodoo_endpoints"]["frontend"]["url"]
     fault = faults.scale_to_zero("frontend")
     try:
-        assert _status(url + "/") == 503  # the ingress has no pod to send the page's request to
+        # The ingress notices within a second that it has no pod to send the page's request to.
+        faults.wait_until("the frontend's page to answer 503", lambda: _status(url + "/") == 503, timeout=30)
         before, routes_before = k8s_state.snapshot([ns]), _routes(ns)
 
         check = run_playbook("frontend_not_loading.yml", extravars=NO_COOLDOWN, check=True)
