@@ -111,9 +111,19 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- addresses
 
+_VARS: dict = {"at": 0.0, "value": None}
+
+
+def _inventory() -> dict:
+    """The inventory's variables, read at most every 30 s (rendering it takes a moment)."""
+    if _VARS["value"] is None or time.monotonic() - _VARS["at"] > 30:
+        _VARS["value"], _VARS["at"] = platform_vars.load(), time.monotonic()
+    return _VARS["value"]
+
+
 def url() -> str:
     """Prometheus' HTTP API, as the runbooks reach it (inventory: saasodoo_prometheus_url)."""
-    return platform_vars.load()["saasodoo_prometheus_url"].rstrip("/")
+    return _inventory()["saasodoo_prometheus_url"].rstrip("/")
 
 
 def _listen() -> str:
@@ -123,7 +133,7 @@ def _listen() -> str:
 
 def exporters() -> dict[str, dict]:
     """`<component>-<port>` -> {namespace, service, port, address}, from the inventory's ServiceMonitors."""
-    v = platform_vars.load()
+    v = _inventory()
     result: dict[str, dict] = {}
     for sm in v.get("saasodoo_servicemonitors", []):
         comp = v["saasodoo_components"][sm["component"]]

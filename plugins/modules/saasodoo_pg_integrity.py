@@ -24,9 +24,11 @@ description:
   - Returns the facts and a list of C(findings) (stable C(code), C(severity), C(message), C(evidence),
     C(remediation)); runbooks branch on the codes. Row contents never leave the module - only counts,
     checksums and the key values of a few affected rows (primary key or foreign key columns).
-  - Never changes anything; the session is read-only, statements time out. A server that cannot be reached
-    gives the finding C(PG_UNREACHABLE) (critical); a missing database gives C(DB_DATABASE_MISSING)
-    (critical, the whole database is lost) instead of a failure.
+  - Never changes anything; the session is read-only, statements time out.
+  - A server that cannot be reached gives the finding C(PG_UNREACHABLE) (critical), a missing database
+    C(DB_DATABASE_MISSING) (critical, the whole database is lost), a rejected login C(PG_LOGIN_REJECTED)
+    (high). The module fails with that message, or with O(fail_on_unreachable=false) returns ok with
+    C(connected=false) and the finding, for a runbook to branch on.
 version_added: "1.0.0"
 author:
   - SaaSOdoo Runbooks

@@ -32,7 +32,8 @@ requirements:
   - PostgreSQL 10 or later
 options:
   settings:
-    description: Desired values, C({name: value}); values as in C(postgresql.conf) (C(5min), C(500ms), C(1GB), C(on)).
+    description:
+      - "Desired values, C({name: value}); values as in C(postgresql.conf) (C(5min), C(500ms), C(1GB), C(on))."
     type: dict
     required: true
   login_host:
@@ -155,10 +156,14 @@ def read(params, names):
         close(conn)
 
 
-def main():
+def argument_spec():
     spec = dict(POSTGRES_COMMON_ARGS)
     spec["settings"] = dict(type="dict", required=True)
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    return spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     ensure_driver(module)
     params = module.params
     desired = dict((k, "%s" % v) for k, v in (params["settings"] or {}).items())

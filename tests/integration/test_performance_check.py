@@ -111,7 +111,8 @@ def test_checklist_names_slow_endpoint_and_resource_pressure_and_changes_nothing
     assert items["db_query_times"]["status"] == "pass", items["db_query_times"]["evidence"]
     assert report["counts"] == {"pass": 3, "fail": 3, "unknown": 0}
     assert any("slow_api.yml" in h for h in report["handed_over"])
-    assert report["actions"] == [] and report["escalation"]["level"] == "high"
+    # Minor performance issues by the guide (p95 under its 5 s symptom, one tenant): escalate within 24 hours.
+    assert report["actions"] == [] and report["escalation"]["level"] == "medium"
 
     check = run_playbook("performance_check.yml", check=True)
 

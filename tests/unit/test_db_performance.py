@@ -9,6 +9,7 @@ import importlib
 import sys
 
 import pytest
+import yaml
 
 from plugins.filter import db_performance as f
 from plugins.module_utils import saasodoo_findings, saasodoo_pg_tuning as tuning
@@ -18,6 +19,10 @@ from plugins.module_utils import saasodoo_findings, saasodoo_pg_tuning as tuning
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
 sys.modules.setdefault("ansible.module_utils.saasodoo_pg", importlib.import_module("plugins.module_utils.saasodoo_pg"))
 pgb = importlib.import_module("plugins.module_utils.saasodoo_pgbouncer")
+sys.modules.setdefault("ansible.module_utils.saasodoo_pgbouncer", pgb)
+sys.modules.setdefault("ansible.module_utils.saasodoo_pg_tuning", tuning)
+settings_module = importlib.import_module("plugins.modules.saasodoo_pg_settings")
+pgbouncer_module = importlib.import_module("plugins.modules.saasodoo_pgbouncer_info")
 
 
 # ------------------------------------------------------------------------ settings by value
@@ -268,3 +273,22 @@ def test_handover_names_the_blocking_pid_and_query_unless_terminated_and_a_pendi
     assert lines[1].startswith("PostgreSQL needs a restart to apply max_connections (restart pending)")
     assert f.db_performance_handover({"before": {}, "blockers": [BLOCKER], "terminate": True, "max_terminations": 3,
                                       "pending": ["max_connections"], "allow_restart": True}) == []
+
+
+# ------------------------------------------------------------------------ the modules' documentation
+
+@pytest.mark.parametrize("module", [settings_module, pgbouncer_module], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_documentation_matches_the_argument_spec(module):
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    spec = module.argument_spec()
+    assert set(doc["options"]) == set(spec)
+    for name, option in spec.items():
+        documented = doc["options"][name]
+        assert documented["type"] == option.get("type", "str"), name
+        assert documented.get("default") == option.get("default"), name
+        assert documented.get("choices") == option.get("choices"), name
+        assert sorted(documented.get("aliases", [])) == sorted(option.get("aliases", [])), name
+        assert bool(documented.get("required")) == bool(option.get("required")), name
+    assert spec["login_password"]["no_log"] is True
+    yaml.safe_load(module.RETURN)
+    yaml.safe_load(module.EXAMPLES)
