@@ -86,6 +86,15 @@ def backend_env():
     return {e.name: e.value for e in dep.spec.template.spec.containers[0].env or [] if e.value is not None}
 
 
+POSTGRES = VARS["saasodoo_components"]["postgres"]
+
+
+def postgres_memory():
+    sts = apps().read_namespaced_stateful_set(POSTGRES["name"], POSTGRES["namespace"])
+    res = sts.spec.template.spec.containers[0].resources
+    return res.requests["memory"], res.limits["memory"]
+
+
 def pooler_answers():
     try:
         with psycopg.connect(connect_timeout=2, **dict(DB, **POOLER)):
@@ -131,6 +140,11 @@ def clean(platform, pooler_kubelet, tuning_grants):
             "containers": [{"name": "backend", "env": [{"name": ENV["host"], "$patch": "delete"},
                                                        {"name": ENV["port"], "$patch": "delete"}]}]}}}})
     faults.wait_healthy("backend", timeout=180)
+    want = POSTGRES["resources"]
+    if postgres_memory() != (want["requests"]["memory"], want["limits"]["memory"]):
+        apps().patch_namespaced_stateful_set(POSTGRES["name"], POSTGRES["namespace"], {"spec": {"template": {"spec": {
+            "containers": [{"name": "postgres", "resources": want}]}}}})
+    faults.wait_healthy("postgres", timeout=180)
     faults.wait_until("pgbouncer to stop", lambda: not pooler_answers(), timeout=30)
     pg_admin.run_sql("SELECT pg_stat_statements_reset();")
 
@@ -145,13 +159,16 @@ def test_bad_input_is_refused_before_anything_changes(clean):
     assert settings_state() == before
 
 
-def test_connections_near_the_limit_get_a_pooler_and_tuned_settings(clean):
+def test_connections_near_the_limit_get_a_pooler_tuned_settings_and_memory(clean):
     max_connections = int(show("max_connections")[0])
     threshold = VARS["db_performance_thresholds"]["connection_usage_percent"]
     # Enough sessions to pass the threshold with the runbook's own session, leaving slots for its steps.
     count = math.ceil(max_connections * (threshold + 2) / 100.0) - 1
     direct = [connect() for _ in range(count)]
     ns = PGB["namespace"]
+    sts_ref = f"StatefulSet/{POSTGRES['namespace']}/{POSTGRES['name']}"
+    # The database's pod is OOMKilled too (kwok's crashloop stage, reason OOMKilled, exit 137).
+    oom = faults.oomkilled("postgres")
     try:
         before_settings, before_cluster = settings_state(), k8s_state.snapshot([ns])
 
@@ -159,7 +176,9 @@ def test_connections_near_the_limit_get_a_pooler_and_tuned_settings(clean):
         assert check.rc == 0, check.stdout[-3000:]
         report = check.artifacts["db_performance_report"]
         assert {"PG_CONNECTIONS_NEAR_LIMIT", "DB_POOLER_MISSING", "DB_BACKEND_NOT_POOLED",
-                "DB_SETTINGS_NOT_TUNED"} <= codes(report)
+                "DB_SETTINGS_NOT_TUNED", "DB_OOMKILLED"} <= codes(report)
+        assert f"would raise the memory of {sts_ref} container postgres: memory limit 4Gi -> 6Gi (x1.5, cap 8Gi); " \
+               "memory request 1Gi -> 1536Mi" in report["actions"]
         assert "would set max_connections = 100 (ALTER SYSTEM; restart pending)" in report["actions"]
         assert "would set idle_in_transaction_session_timeout = 5min (ALTER SYSTEM; reloaded)" in report["actions"]
         assert any(a.startswith(f"would deploy PgBouncer Deployment/{ns}/{PGB['name']}") for a in report["actions"])
@@ -171,10 +190,17 @@ def test_connections_near_the_limit_get_a_pooler_and_tuned_settings(clean):
         result = run_playbook("db_performance.yml")
         assert result.rc == 0, result.stdout[-3000:]
         report = result.artifacts["db_performance_report"]
-        assert {"PG_CONNECTIONS_NEAR_LIMIT", "DB_POOLER_MISSING", "DB_SETTINGS_NOT_TUNED"} <= codes(report)
+        assert {"PG_CONNECTIONS_NEAR_LIMIT", "DB_POOLER_MISSING", "DB_SETTINGS_NOT_TUNED", "DB_OOMKILLED"} <= codes(report)
+        assert f"raised the memory of {sts_ref} container postgres: memory limit 4Gi -> 6Gi (x1.5, cap 8Gi); " \
+               "memory request 1Gi -> 1536Mi" in report["actions"]
+        assert postgres_memory() == ("1536Mi", "6Gi")
+        assert faults.component_healthy("postgres")
+        assert "DB_OOMKILLED" not in {f["code"] for f in report["remaining"]}
         assert "set idle_in_transaction_session_timeout = 5min (ALTER SYSTEM; reloaded)" in report["actions"]
         assert "set max_connections = 100 (ALTER SYSTEM; restart pending)" in report["actions"]
         assert any(a.startswith("verified pooling through PgBouncer at") for a in report["actions"]), report["actions"]
+        # The pooler's auth file carries the database password: it never shows in the output or the report.
+        assert DB["password"] not in result.stdout and DB["password"] not in repr(result.artifacts)
         # The settings really are in place; the restart-only one waits, and the report says so.
         assert show("idle_in_transaction_session_timeout") == ("5min", False)
         assert show("max_connections") == (str(max_connections), True)
@@ -221,6 +247,8 @@ def test_connections_near_the_limit_get_a_pooler_and_tuned_settings(clean):
     finally:
         for conn in direct:
             conn.close()
+        if not faults.component_healthy("postgres"):
+            oom.undo()
 
 
 @pytest.fixture
