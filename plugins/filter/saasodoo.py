@@ -239,18 +239,52 @@ def platform_diagnosis(nodes, components, workloads, pods, layers, restart_thres
         broken = any(f["severity"] == "critical" for f in problems)
         layer_reports.append({"name": name, "healthy": not problems, "broken": broken, "members": members,
                               "problems": [f["message"] for f in problems]})
-    first_broken = next((layer["name"] for layer in layer_reports if layer["broken"]), None)
-    findings.sort(key=lambda f: (SEVERITY_ORDER.index(f["severity"]),
-                                 (layers or []).index(f["layer"]) if f["layer"] in (layers or []) else 99))
-    return {
+    return _verdict({"nodes": node_reports, "components": comp_reports}, findings, layer_reports, layers)
+
+
+def _verdict(base, findings, layer_reports, layers):
+    findings = sorted(findings, key=lambda f: (SEVERITY_ORDER.index(f["severity"]),
+                                               (layers or []).index(f["layer"]) if f["layer"] in (layers or []) else 99))
+    return dict(base, **{
         "healthy": not findings,
-        "first_broken_layer": first_broken,
+        "first_broken_layer": next((layer["name"] for layer in layer_reports if layer["broken"]), None),
         "layers": layer_reports,
-        "nodes": node_reports,
-        "components": comp_reports,
         "findings": findings,
         "severity": findings[0]["severity"] if findings else "none",
-    }
+    })
+
+
+def platform_add_findings(diagnosis, extra, layers):
+    """A platform_diagnosis with findings made outside the cluster's lists added to their layers.
+
+    extra: findings with at least code, severity, message and layer (e.g. the platform database's
+    integrity, judged by saasodoo_pg_integrity, in layer `data`). A critical one breaks its layer,
+    so the first broken layer is named again in topology order.
+    """
+    extra = [f for f in extra or [] if f.get("layer") in (layers or [])]
+    if not extra:
+        return diagnosis
+    layer_reports = []
+    for layer in diagnosis.get("layers") or []:
+        new = [f for f in extra if f["layer"] == layer["name"]]
+        if new:
+            layer = dict(layer, healthy=False,
+                         broken=layer["broken"] or any(f["severity"] == "critical" for f in new),
+                         problems=list(layer["problems"]) + [f["message"] for f in new])
+        layer_reports.append(layer)
+    base = {k: v for k, v in diagnosis.items() if k not in ("healthy", "first_broken_layer", "layers", "findings", "severity")}
+    return _verdict(base, list(diagnosis.get("findings") or []) + extra, layer_reports, layers)
+
+
+def memory_raise_line(raise_, check_mode=False, refused=False):
+    """One report line for a memory raise {ref, container, plan (backend_crashloop_memory_plan)}.
+
+    refused: the plan raised nothing (at the cap, or no limit to raise): the line hands it over.
+    """
+    what = f"{raise_['ref']} container {raise_['container']}"
+    if refused:
+        return f"{what} is OOMKilled and its memory was not raised: {raise_['plan']['message']} -> a human"
+    return f"{'would raise' if check_mode else 'raised'} the memory limit of {what}: {raise_['plan']['message']}"
 
 
 def escalation(findings_before, findings_after, remediated=False):
@@ -330,9 +364,11 @@ class FilterModule:
             "k8s_refs": k8s_refs,
             "k8s_refs_from_components": k8s_refs_from_components,
             "platform_diagnosis": platform_diagnosis,
+            "platform_add_findings": platform_add_findings,
             "probe_result": probe_result,
             "external_probes": external_probes,
             "escalation": escalation,
+            "memory_raise_line": memory_raise_line,
             "summary_lines": summary_lines,
             "restart_plan": restart_plan,
         }

@@ -19,6 +19,7 @@ import os
 import psycopg
 import pytest
 
+from saasodoo_runbooks.api import runbooks_pointed_to
 from testbed import faults, platform_vars, postgres_faults
 from tests import k8s_state
 from tests.runbooks import ROOT, run_playbook
@@ -144,6 +145,34 @@ def test_check_mode_and_unconfirmed_run_change_nothing(platform, backup):
     assert any("data_loss_confirm_restore is false, nothing was changed" in h and "data_loss_confirm_restore=true" in h
                for h in report["handed_over"]), report["handed_over"]
     assert report["healthy_after"] is False and report["escalation"]["level"] == "critical"
+    assert _data() == damaged and _databases() == databases
+    assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
+
+
+def test_platform_down_names_the_damage_and_hands_it_over_to_data_loss(platform, backup):
+    """Platform Down's recovery step "restore from backup if data corruption detected": platform_down
+    finds the damage (against the newest backup of the same store), names the data layer, leaves the
+    writers and the database alone, and points to data_loss.yml (what the CLI's `auto` step runs next)."""
+    _damage()
+    damaged = _data()
+    databases = _databases()
+    ns = platform["saasodoo_platform_namespace"]
+    cluster = k8s_state.snapshot([ns])
+
+    result = run_playbook("platform_down.yml", extravars={"platform_down_backup_store": backup["store"]})
+
+    assert result.rc == 0, result.stdout[-3000:]
+    assert result.changed == 0, result.stdout[-3000:]
+    report = result.artifacts["platform_down_report"]
+    damage = [f for f in report["findings"] if f["code"] in RESTORE_TRIGGERS]
+    assert {f["code"] for f in damage} == RESTORE_TRIGGERS, report["findings"]
+    assert all(f["layer"] == "data" and f["runbook"] == "data_loss" and f["severity"] == "critical" for f in damage)
+    assert report["first_broken_layer"] == "data"
+    assert any(h.startswith(f"database {DB} is damaged (") and "-> data_loss.yml" in h for h in report["handed_over"]), \
+        report["handed_over"]
+    assert report["actions"] == [] and report["escalation"]["level"] == "critical"
+    assert runbooks_pointed_to(report, {"data_loss", "platform_down"}) == ["data_loss"]
+    assert PG["password"] not in result.stdout  # the database password never shows
     assert _data() == damaged and _databases() == databases
     assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
 

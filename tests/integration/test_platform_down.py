@@ -143,9 +143,63 @@ def test_ingress_controller_down_is_named_and_restarted(platform):
         assert report["healthy_after"] is True, report["remaining"]
         assert faults.component_healthy("traefik")
         faults.wait_until("the public endpoint to answer again", lambda: _public_status(platform) == 200, timeout=15)
+
+        again = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert again.rc == 0, again.stdout[-3000:]
+        assert again.changed == 0, again.stdout[-3000:]
+        assert again.artifacts["platform_down_report"]["actions"] == []
     finally:
         if not faults.component_healthy("traefik"):
             fault.undo()
+
+
+def _memory_limit(comp: dict) -> tuple[str, str]:
+    """(container, memory limit) of the component's first container."""
+    container = faults._workload(comp).spec.template.spec.containers[0]
+    return container.name, (container.resources.limits or {}).get("memory")
+
+
+def test_oomkilled_component_gets_a_bounded_memory_raise(platform):
+    """Resource exhaustion: Redis killed at its memory limit gets the limit raised x1.5, once."""
+    redis = platform["saasodoo_components"]["redis"]
+    ns = redis["namespace"]
+    ref = f"{redis['kind']}/{ns}/{redis['name']}"
+    container, limit = _memory_limit(redis)
+    assert limit == redis["resources"]["limits"]["memory"] == "512Mi"
+    faults.wait_healthy("redis")
+    fault = faults.oomkilled("redis")
+    try:
+        before = k8s_state.snapshot([ns])
+        check = run_playbook("platform_down.yml", check=True, extravars=NO_COOLDOWN)
+
+        assert check.rc == 0, check.stdout[-3000:]
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+        report = check.artifacts["platform_down_report"]
+        assert ("WORKLOAD_OOMKILLED", "redis") in _codes(report)
+        assert report["first_broken_layer"] == "data"
+        line = f"{ref} container {container}: memory limit 512Mi -> 768Mi (x1.5, cap 4Gi)"
+        assert report["actions"] == [f"would raise the memory limit of {line}"], report["actions"]
+
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["platform_down_report"]
+        assert report["actions"] == [f"raised the memory limit of {line}"], report["actions"]
+        assert report["healthy_after"] is True, report["remaining"]
+        assert report["escalation"]["level"] == "medium"
+        assert _memory_limit(redis) == (container, "768Mi")
+        assert faults.component_healthy("redis")
+
+        again = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        assert again.rc == 0, again.stdout[-3000:]
+        assert again.changed == 0, again.stdout[-3000:]
+        assert again.artifacts["platform_down_report"]["findings"] == []
+    finally:
+        faults.apps().patch_namespaced_deployment(redis["name"], ns, {"spec": {"template": {"spec": {"containers": [
+            {"name": container, "resources": {"limits": {"memory": limit}}}]}}}})
+        faults.wait_healthy("redis")
 
 
 def _node_specs() -> dict:

@@ -75,6 +75,11 @@ def playbook_variables(playbook: Path) -> dict[str, object]:
     for play in plays:
         for name, value in (play.get("vars") or {}).items():
             found.setdefault(name, value)
+    # The runbook's own variables file of the inventory (its defaults for a survey).
+    own = ROOT / "inventories" / "local" / "group_vars" / "all" / f"{playbook.stem}.yml"
+    if own.is_file():
+        for name, value in (yaml.safe_load(own.read_text()) or {}).items():
+            found.setdefault(name, value)
     for role in set(_included_roles(plays)):
         spec_file = ROOT / "roles" / role.split(".")[-1] / "meta" / "argument_specs.yml"
         if spec_file.is_file():

@@ -151,6 +151,25 @@ def test_platform_diagnosis_healthy():
     assert result["healthy"] and result["findings"] == [] and result["first_broken_layer"] is None
 
 
+def test_platform_add_findings_breaks_the_data_layer_and_names_it():
+    healthy = f.platform_diagnosis([node("n1")], COMPONENTS, [traefik(), deployment()], [pod("p1"), pod("p2")], LAYERS)
+    damage = {"code": "DB_FK_ORPHANS", "severity": "critical", "message": "2 orphaned rows", "layer": "data",
+              "component": "postgres", "runbook": "data_loss"}
+    result = f.platform_add_findings(healthy, [damage], LAYERS)
+    assert result["first_broken_layer"] == "data" and not result["healthy"] and result["severity"] == "critical"
+    data = next(layer for layer in result["layers"] if layer["name"] == "data")
+    assert data["broken"] and data["problems"] == ["2 orphaned rows"]
+    assert result["findings"] == [damage] and result["nodes"] == healthy["nodes"]
+    # An earlier broken layer stays the first one; a low finding breaks nothing; nothing added, nothing changed.
+    down = f.platform_diagnosis([node("n1"), node("n2")], COMPONENTS, [traefik(), deployment(ready=0)],
+                                [pod("p1", ready=False, waiting="CrashLoopBackOff", restarts=4)], LAYERS)
+    assert f.platform_add_findings(down, [damage], LAYERS)["first_broken_layer"] == "backend"
+    low = f.platform_add_findings(healthy, [dict(damage, severity="low")], LAYERS)
+    assert low["first_broken_layer"] is None and not low["healthy"]
+    assert f.platform_add_findings(healthy, [], LAYERS) == healthy
+    assert f.platform_add_findings(healthy, [dict(damage, layer="elsewhere")], LAYERS) == healthy
+
+
 ENDPOINTS = {
     "api": {"url": "http://127.0.0.1:1/", "health_path": "/health", "component": "backend"},
     "supabase": {"url": "http://127.0.0.1:2/", "health_path": "/auth/v1/health", "external": True},
