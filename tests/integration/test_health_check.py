@@ -5,15 +5,14 @@ this module takes a real backup of the platform database into a store of its own
 backup entry point) and points the runbook at it (SAASODOO_BACKUP_STORE). The runbook checks the newest
 backup the way restore_backup does (manifest, size, sha256, pg_restore --list) without including it.
 
-What the test bed of this branch serves, and what it does not yet:
-  pods, database, redis, external, ssl, backup   served here: must PASS on the healthy platform
-  dns         needs a DNS server at saasodoo_dns (the test bed's dnsmasq is written in another branch)
-  monitoring  needs Prometheus at saasodoo_prometheus_url (testbed/prometheus.py, another branch)
-For these two the test asks the address itself: when something answers there the item must PASS, when
-nothing does it must FAIL with evidence naming the address - so the test stays true once they land.
+Every item is served by a real thing on the test bed: the cluster (pods), PostgreSQL (database), Redis,
+the HTTP(S) endpoints (external, ssl), dnsmasq answering the platform's Service names (dns, testbed/dns.py),
+Prometheus scraping its targets (monitoring, testbed/prometheus.py) and the backup store. This module starts
+dnsmasq and Prometheus when they are not running and stops what it started.
 
-Faults injected into the real things (one run, check mode and real): backend crash-loop (pods), Supabase
-down (external), Redis stopped (redis), an expired certificate served (ssl), the newest backup tampered
+Faults injected into the real things (one run, check mode and real), one per item: backend crash-loop
+(pods), PostgreSQL stopped (database), Redis stopped (redis), Supabase down (external), dnsmasq stopped
+(dns), an expired certificate served (ssl), Prometheus stopped (monitoring), the newest backup tampered
 (backup).
 """
 
@@ -37,32 +36,30 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from kubernetes import client
 
-from plugins.modules.saasodoo_dns_probe import probe as dns_probe
-from testbed import endpoints, faults
+from testbed import dns, endpoints, faults, postgres_faults, prometheus
 from tests import k8s_state
 from tests.runbooks import ROOT, run_playbook
 
 ITEMS = ["pods", "database", "redis", "external", "dns", "ssl", "monitoring", "backup"]
-SERVED_HERE = {"pods", "database", "redis", "external", "ssl", "backup"}
 CACHE = Path(os.environ.get("TESTBED_CACHE", ROOT / ".cache" / "testbed"))
 
 
-def _dns_answers(v: dict) -> bool:
-    dns = v["saasodoo_dns"]
-    return dns_probe(dns["server"], int(dns["port"]), "localhost", timeout=1)["rcode"] is not None
-
-
-def _prometheus_answers(v: dict) -> bool:
-    host, port = v["saasodoo_prometheus_url"].split("://", 1)[1].rstrip("/").rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
+@pytest.fixture(scope="module")
+def served(platform):
+    """dnsmasq (the cluster DNS as the runbook reaches it) and Prometheus, up; stopped again if started here."""
+    dns_was_running = dns.running_pid() is not None
+    prom_was_up = all(s == "healthy" for s in prometheus.status().values())
+    dns.up()
+    prometheus.up()
+    yield platform
+    if not prom_was_up:
+        prometheus.down()
+    if not dns_was_running:
+        dns.down()
 
 
 @pytest.fixture(scope="module")
-def store(platform):
+def store(served):
     """A backup store of this module's own, with one fresh, real backup of the platform database."""
     path = CACHE / f"hc-backups-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True)
@@ -91,7 +88,7 @@ def test_bad_input_is_refused(store):
     assert "health_check_items" in result.stdout and "coffee" in result.stdout
 
 
-def test_healthy_platform_passes_every_item_the_test_bed_serves(platform, store):
+def test_healthy_platform_passes_every_item(platform, store):
     faults.wait_healthy("backend")
     ns = platform["saasodoo_platform_namespace"]
     before = k8s_state.snapshot([ns])
@@ -104,31 +101,18 @@ def test_healthy_platform_passes_every_item_the_test_bed_serves(platform, store)
     report = result.artifacts["health_check_report"]
     items = _items(result)
     assert list(items) == ITEMS
-    for name in SERVED_HERE:
+    for name in ITEMS:
         assert items[name]["status"] == "pass", (name, items[name], report["findings"])
+    assert report["failed"] == [] and report["findings"] == [], report["findings"]
     # Evidence from the real things, not just a verdict.
     assert any("session opened on " + platform["saasodoo_db_name"] in e for e in items["database"]["evidence"])
     assert items["redis"]["evidence"][0].startswith("Redis ")
     assert any("Supabase: HTTP 200" in e for e in items["external"]["evidence"])
     assert any(e.startswith("handshake ") and ": valid," in e for e in items["ssl"]["evidence"])
     assert any("verified (manifest, size, sha256, pg_restore --list)" in e for e in items["backup"]["evidence"])
-    # The two items that need test-bed pieces of other branches: honest either way.
-    dns, prom = platform["saasodoo_dns"], platform["saasodoo_prometheus_url"]
-    if _dns_answers(platform):
-        assert items["dns"]["status"] == "pass", items["dns"]
-    else:
-        assert items["dns"]["status"] == "fail"
-        finding = _findings(result, "dns")[0]
-        assert finding["code"] == "HEALTH_DNS_RESOLUTION_FAILED" and finding["runbook"] == "dns_resolution"
-        assert f"{dns['server']}:{dns['port']}" in finding["message"]
-    if _prometheus_answers(platform):
-        assert items["monitoring"]["status"] == "pass", items["monitoring"]
-    else:
-        finding = _findings(result, "monitoring")[0]
-        assert finding["code"] == "HEALTH_MONITORING_DOWN" and finding["runbook"] == "metrics_collection"
-        assert prom in finding["message"] and finding["severity"] == "high"
-    # Only the items the test bed cannot serve here may fail; the report names every item.
-    assert set(report["failed"]) <= set(ITEMS) - SERVED_HERE
+    dns_names = platform["health_check_dns_names"]
+    assert all(any(name in e for e in items["dns"]["evidence"]) for name in dns_names), items["dns"]
+    assert items["monitoring"]["evidence"], items["monitoring"]
     printed = " ".join(result.stdout.split())
     for item in ITEMS:
         assert f"[{items[item]['status'].upper()}] {items[item]['title']}" in printed, item
@@ -157,6 +141,12 @@ class Faults:
                                                 check=True))
         secret = self.core.read_namespaced_secret(self.secret_name, self.ns)
         self.undo.append(lambda: self.core.patch_namespaced_secret(self.secret_name, self.ns, {"data": secret.data}))
+        stopped = postgres_faults.stop_server()
+        self.undo.append(stopped.undo)
+        dns.down()
+        self.undo.append(dns.up)
+        prometheus.down()
+        self.undo.append(prometheus.up)
         serial = self.expire()
         newest = sorted(p for p in (self.store / self.v["saasodoo_db_name"]).iterdir() if not p.name.startswith("."))[-1]
         dump = newest / "dump.pgdump"
@@ -229,9 +219,22 @@ def test_faults_fail_their_items_with_evidence_and_nothing_changes(platform, sto
     assert {k: v["status"] for k, v in _items(check).items()} == {k: v["status"] for k, v in _items(result).items()}
     items = _items(result)
     report = result.artifacts["health_check_report"]
-    for name in ("pods", "redis", "external", "ssl", "backup"):
+    for name in ITEMS:
         assert items[name]["status"] == "fail", (name, items[name])
-    assert items["database"]["status"] == "pass", items["database"]
+
+    database = _findings(result, "database")[0]
+    assert database["code"] == "PG_UNREACHABLE" and database["severity"] == "critical", database
+    assert database["runbook"] == "postgres_connection"
+    assert f"{platform['saasodoo_db_host']}:{platform['saasodoo_db_port']}" in database["message"] + " ".join(
+        database["evidence"]), database
+
+    dns_failed = _findings(result, "dns")[0]
+    assert dns_failed["code"] == "HEALTH_DNS_RESOLUTION_FAILED" and dns_failed["runbook"] == "dns_resolution"
+    assert f"{platform['saasodoo_dns']['server']}:{platform['saasodoo_dns']['port']}" in dns_failed["message"]
+
+    monitoring = _findings(result, "monitoring")[0]
+    assert monitoring["code"] == "HEALTH_MONITORING_DOWN" and monitoring["runbook"] == "metrics_collection"
+    assert platform["saasodoo_prometheus_url"] in monitoring["message"] and monitoring["severity"] == "high"
 
     pods = _findings(result, "pods")[0]
     assert pods["code"] == "HEALTH_PODS_NOT_RUNNING" and pods["runbook"] == "platform_down"
@@ -263,5 +266,5 @@ def test_faults_fail_their_items_with_evidence_and_nothing_changes(platform, sto
     # And back: the same run on the restored platform passes those items again (proves the faults were the cause).
     again = _run(store)
     assert again.rc == 0
-    assert {k for k, v in _items(again).items() if v["status"] == "pass"} >= SERVED_HERE, \
+    assert {k for k, v in _items(again).items() if v["status"] == "pass"} == set(ITEMS), \
         json.dumps(_items(again), indent=1)[-3000:]

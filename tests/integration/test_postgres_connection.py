@@ -7,7 +7,9 @@
 - PVC unbound: the StatefulSet's data claim is really Pending (re-created while its volume is still
   reserved for the old claim) and its pod Pending with it: reported and handed over, the claim never
   deleted, no restart tried. Teardown frees the volume for the claim.
-- Pods crash-looping: a rolling restart heals them; a rerun changes nothing.
+- Pods crash-looping: check mode changes nothing; a rolling restart heals them; a rerun changes nothing.
+- The StatefulSet scaled to zero (PostgreSQL stopped the Kubernetes way): scaled back, healed, rerun
+  changes nothing.
 """
 
 from __future__ import annotations
@@ -114,6 +116,15 @@ def test_crashlooping_postgres_is_restarted_and_healed(platform):
     faults.wait_healthy("postgres")
     fault = faults.crashloop("postgres")
     try:
+        before = k8s_state.snapshot([postgres["namespace"]])
+        dry = run_playbook("postgres_connection.yml", extravars=NO_COOLDOWN, check=True)
+
+        assert dry.rc == 0, dry.stdout[-3000:]
+        assert _codes(dry.artifacts["postgres_connection_report"]) == {"PG_POD_CRASHLOOP"}
+        assert dry.artifacts["postgres_connection_report"]["actions"] == [f"would restart {ref}"]
+        assert k8s_state.diff(before, k8s_state.snapshot([postgres["namespace"]])) == []
+        assert not faults.component_healthy("postgres")
+
         result = run_playbook("postgres_connection.yml", extravars=NO_COOLDOWN)
 
         assert result.rc == 0, result.stdout[-3000:]
@@ -137,3 +148,43 @@ def test_crashlooping_postgres_is_restarted_and_healed(platform):
     finally:
         if not faults.component_healthy("postgres"):
             fault.undo()
+
+
+def test_statefulset_scaled_to_zero_is_scaled_back(platform):
+    """PostgreSQL stopped the Kubernetes way: its StatefulSet at 0 replicas is scaled back to the desired count."""
+    postgres = platform["saasodoo_components"]["postgres"]
+    ns = postgres["namespace"]
+    ref = f"StatefulSet/{ns}/{postgres['name']}"
+    faults.wait_healthy("postgres")
+    fault = faults.scale_to_zero("postgres")
+    try:
+        before = k8s_state.snapshot([ns])
+        dry = run_playbook("postgres_connection.yml", extravars=NO_COOLDOWN, check=True)
+
+        assert dry.rc == 0, dry.stdout[-3000:]
+        report = dry.artifacts["postgres_connection_report"]
+        assert "PG_STATEFULSET_SCALED_TO_ZERO" in _codes(report), report["findings"]
+        assert report["actions"] == [f"would scale {ref} back to {postgres['replicas']} replicas"]
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+
+        result = run_playbook("postgres_connection.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["postgres_connection_report"]
+        assert "PG_STATEFULSET_SCALED_TO_ZERO" in _codes(report)
+        assert report["actions"] == [f"scaled {ref} back to {postgres['replicas']} replicas"]
+        assert report["healthy_after"] is True, report["remaining"]
+        assert faults._workload(postgres).spec.replicas == postgres["replicas"]
+        assert faults.component_healthy("postgres")
+
+        again = run_playbook("postgres_connection.yml", extravars=NO_COOLDOWN)
+
+        assert again.rc == 0, again.stdout[-3000:]
+        assert again.changed == 0, again.stdout[-3000:]
+        assert again.artifacts["postgres_connection_report"]["findings"] == []
+    finally:
+        if faults._workload(postgres).spec.replicas == 0:
+            fault.undo()
+        else:  # the fault's own note of the replicas it found
+            faults.apps().patch_namespaced_stateful_set(postgres["name"], ns, {"metadata": {"annotations": {
+                faults.PREVIOUS_REPLICAS: None}}})
