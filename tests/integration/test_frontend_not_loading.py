@@ -142,6 +142,12 @@ def test_stale_static_asset_is_healed_by_a_rolling_restart(frontend_bed):
         assert _status(url + ASSET) == 200
         annotations = faults._workload(frontend).metadata.annotations or {}
         assert "static assets missing" in annotations.get("saasodoo.io/last-restart-reason", "")
+
+        again = run_playbook("frontend_not_loading.yml", extravars=NO_COOLDOWN)
+
+        assert again.rc == 0, again.stdout[-3000:]
+        assert again.changed == 0, again.stdout[-3000:]
+        assert again.artifacts["frontend_not_loading_report"]["actions"] == []
     finally:
         endpoints.clear("frontend")
 

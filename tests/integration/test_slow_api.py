@@ -184,6 +184,16 @@ def test_db_lock_is_named_with_its_blocking_pid_and_handed_over(slow_api_bed):
         assert k8s_state.diff(cluster_before, k8s_state.snapshot([ns])) == []
         assert report["escalation"]["level"] == "high"
 
+        # Still locked, run again: the same diagnosis, and nothing changes (whatever the first run
+        # had to switch on, slow-query logging, is on now).
+        again = run_playbook("slow_api.yml")
+
+        assert again.rc == 0, again.stdout[-3000:]
+        assert again.changed == 0, again.stdout[-3000:]
+        assert {"PG_BLOCKING_LOCKS", "API_SLOW_CAUSE_DATABASE"} <= _codes(again.artifacts["slow_api_report"])
+        assert again.artifacts["slow_api_report"]["actions"] == []
+        assert not lock.conn.closed
+
 
 def test_saturated_backend_is_scaled_and_autoscaled(slow_api_bed):
     platform = slow_api_bed
