@@ -49,36 +49,8 @@ options:
     description: Seconds to wait for the API server to answer each read (connecting waits at most 10).
     type: int
     default: 30
-  kubeconfig:
-    description:
-      - Path to a kubeconfig file. Falls back to E(K8S_AUTH_KUBECONFIG), then to E(KUBECONFIG) and
-        C(~/.kube/config), then to the in-cluster service account.
-    type: path
-  context:
-    description: The kubeconfig context to use. Falls back to E(K8S_AUTH_CONTEXT).
-    type: str
-  host:
-    description: The Kubernetes API server URL. Falls back to E(K8S_AUTH_HOST).
-    type: str
-  api_key:
-    description: A bearer token for the API server. Falls back to E(K8S_AUTH_API_KEY).
-    type: str
-  validate_certs:
-    description: Whether to verify the API server's certificate. Falls back to E(K8S_AUTH_VERIFY_SSL).
-    type: bool
-    aliases: [verify_ssl]
-  ca_cert:
-    description: The CA certificate that signed the API server's. Falls back to E(K8S_AUTH_SSL_CA_CERT).
-    type: path
-    aliases: [ssl_ca_cert]
-  client_cert:
-    description: A client certificate to authenticate with. Falls back to E(K8S_AUTH_CERT_FILE).
-    type: path
-    aliases: [cert_file]
-  client_key:
-    description: The key of O(client_cert). Falls back to E(K8S_AUTH_KEY_FILE).
-    type: path
-    aliases: [key_file]
+extends_documentation_fragment:
+  - saasodoo_k8s
 attributes:
   check_mode:
     support: full

@@ -52,36 +52,8 @@ options:
     description: How many times to read and merge again when the object changed in between (HTTP 409).
     type: int
     default: 5
-  kubeconfig:
-    description:
-      - Path to a kubeconfig. Falls back to E(K8S_AUTH_KUBECONFIG), then E(KUBECONFIG) or
-        C(~/.kube/config), then the in-cluster service account.
-    type: path
-  context:
-    description: Context of the kubeconfig to use (E(K8S_AUTH_CONTEXT)).
-    type: str
-  host:
-    description: URL of the API server (E(K8S_AUTH_HOST)).
-    type: str
-  api_key:
-    description: Bearer token (E(K8S_AUTH_API_KEY)).
-    type: str
-  validate_certs:
-    description: Verify the API server's certificate (E(K8S_AUTH_VERIFY_SSL)).
-    type: bool
-    aliases: [verify_ssl]
-  ca_cert:
-    description: CA bundle of the API server (E(K8S_AUTH_SSL_CA_CERT)).
-    type: path
-    aliases: [ssl_ca_cert]
-  client_cert:
-    description: Client certificate (E(K8S_AUTH_CERT_FILE)).
-    type: path
-    aliases: [cert_file]
-  client_key:
-    description: Client key (E(K8S_AUTH_KEY_FILE)).
-    type: path
-    aliases: [key_file]
+extends_documentation_fragment:
+  - saasodoo_k8s
 attributes:
   check_mode:
     support: full
