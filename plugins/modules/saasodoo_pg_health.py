@@ -121,41 +121,12 @@ options:
       - Default is the total memory of this host when the server is local; otherwise the
         settings are reported without recommendations.
     type: int
-  login_host:
-    description:
-      - Host of the server, or the directory of its unix socket.
-      - Default from the environment variable E(PGHOST), else C(localhost).
-    type: str
-    default: localhost
-    aliases: [host]
-  login_port:
-    description: Port of the server. Default from E(PGPORT), else 5432.
-    type: int
-    default: 5432
-    aliases: [port]
-  login_user:
-    description: Role to log in as. Default from E(PGUSER), else C(postgres).
-    type: str
-    default: postgres
-  login_password:
-    description:
-      - Password of O(login_user). Default from E(PGPASSWORD); libpq also reads C(~/.pgpass).
-      - Never returned, logged or put in a message.
-    type: str
   login_db:
-    description: Database to connect to (and whose tables are examined). Default from E(PGDATABASE), else C(postgres).
-    type: str
-    default: postgres
-    aliases: [db]
-  connect_timeout:
-    description: Seconds to wait for the connection (libpq waits at least 2).
-    type: int
-    default: 5
-  ssl_mode:
-    description: libpq C(sslmode).
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+    description:
+      - Database to connect to, the one whose tables (dead tuples, sizes) and C(pg_stat_statements) are
+        examined. Default from E(PGDATABASE), else C(postgres).
+extends_documentation_fragment:
+  - saasodoo_pg
 attributes:
   check_mode:
     support: full

@@ -36,37 +36,8 @@ options:
       - "Desired values, C({name: value}); values as in C(postgresql.conf) (C(5min), C(500ms), C(1GB), C(on))."
     type: dict
     required: true
-  login_host:
-    description: Host of the server, or the directory of its unix socket. Default from E(PGHOST), else C(localhost).
-    type: str
-    default: localhost
-    aliases: [host]
-  login_port:
-    description: Port of the server. Default from E(PGPORT), else 5432.
-    type: int
-    default: 5432
-    aliases: [port]
-  login_user:
-    description: Role to log in as. Default from E(PGUSER), else C(postgres).
-    type: str
-    default: postgres
-  login_password:
-    description: Password of O(login_user). Default from E(PGPASSWORD). Never returned, logged or put in a message.
-    type: str
-  login_db:
-    description: Database to connect to. Default from E(PGDATABASE), else C(postgres).
-    type: str
-    default: postgres
-    aliases: [db]
-  connect_timeout:
-    description: Seconds to wait for the connection.
-    type: int
-    default: 5
-  ssl_mode:
-    description: libpq C(sslmode).
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+extends_documentation_fragment:
+  - saasodoo_pg
 attributes:
   check_mode:
     support: full

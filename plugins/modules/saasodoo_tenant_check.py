@@ -152,70 +152,12 @@ options:
       - Host of the platform database, or the directory of its unix socket. Default from E(PGHOST), else
         C(localhost).
       - Unlike M(saasodoo_pg_health), there is no C(host) alias here - O(host) is the Kubernetes API server.
-    type: str
-    default: localhost
-  login_port:
-    description: Port of the platform database. Default from E(PGPORT), else 5432.
-    type: int
-    default: 5432
-    aliases: [port]
-  login_user:
-    description: Role to log in as. Default from E(PGUSER), else C(postgres).
-    type: str
-    default: postgres
-  login_password:
-    description:
-      - Password of O(login_user). Default from E(PGPASSWORD); libpq also reads C(~/.pgpass).
-      - Never returned, logged or put in a message.
-    type: str
+    aliases: []
   login_db:
     description: The platform database, the one with the C(tenants) table. Default from E(PGDATABASE), else C(postgres).
-    type: str
-    default: postgres
-    aliases: [db]
-  connect_timeout:
-    description: Seconds to wait for the database connection (libpq waits at least 2).
-    type: int
-    default: 5
-  ssl_mode:
-    description: libpq C(sslmode).
-    type: str
-    default: prefer
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-  kubeconfig:
-    description:
-      - Path to a kubeconfig file. Falls back to E(K8S_AUTH_KUBECONFIG), then to E(KUBECONFIG) and
-        C(~/.kube/config), then to the in-cluster service account.
-    type: path
-  context:
-    description: The kubeconfig context to use. Falls back to E(K8S_AUTH_CONTEXT).
-    type: str
-  host:
-    description:
-      - The Kubernetes API server URL, e.g. C(https://k8s.example.com:6443). Overrides the kubeconfig's.
-        Falls back to E(K8S_AUTH_HOST).
-    type: str
-  api_key:
-    description: A bearer token for the API server. Falls back to E(K8S_AUTH_API_KEY).
-    type: str
-  validate_certs:
-    description:
-      - Whether to verify the API server's certificate. Falls back to E(K8S_AUTH_VERIFY_SSL); unset, the
-        kubeconfig decides.
-    type: bool
-    aliases: [verify_ssl]
-  ca_cert:
-    description: The CA certificate that signed the API server's. Falls back to E(K8S_AUTH_SSL_CA_CERT).
-    type: path
-    aliases: [ssl_ca_cert]
-  client_cert:
-    description: A client certificate to authenticate with. Falls back to E(K8S_AUTH_CERT_FILE).
-    type: path
-    aliases: [cert_file]
-  client_key:
-    description: The key of O(client_cert). Falls back to E(K8S_AUTH_KEY_FILE).
-    type: path
-    aliases: [key_file]
+extends_documentation_fragment:
+  - saasodoo_pg
+  - saasodoo_k8s
 attributes:
   check_mode:
     support: full

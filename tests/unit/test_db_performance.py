@@ -7,9 +7,12 @@ from __future__ import annotations
 import configparser
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
+from ansible.plugins.loader import fragment_loader
+from ansible.utils.plugin_docs import get_docstring
 
 from plugins.filter import db_performance as f
 from plugins.module_utils import saasodoo_findings, saasodoo_pg_tuning as tuning
@@ -275,11 +278,17 @@ def test_handover_names_the_blocking_pid_and_query_unless_terminated_and_a_pendi
                                       "pending": ["max_connections"], "allow_restart": True}) == []
 
 
+def merged_documentation(module):
+    """The module's DOCUMENTATION with its doc fragments (plugins/doc_fragments) merged in, as ansible-doc shows it."""
+    fragment_loader.add_directory(str(Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments"))
+    return get_docstring(module.__file__, fragment_loader, is_module=True)[0]
+
+
 # ------------------------------------------------------------------------ the modules' documentation
 
 @pytest.mark.parametrize("module", [settings_module, pgbouncer_module], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_documentation_matches_the_argument_spec(module):
-    doc = yaml.safe_load(module.DOCUMENTATION)
+    doc = merged_documentation(module)
     spec = module.argument_spec()
     assert set(doc["options"]) == set(spec)
     for name, option in spec.items():

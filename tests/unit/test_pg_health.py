@@ -10,9 +10,12 @@ import datetime
 import decimal
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
+from ansible.plugins.loader import fragment_loader
+from ansible.utils.plugin_docs import get_docstring
 
 # Ansible imports a module's custom module_utils as ansible.module_utils.<name>; alias them the
 # same way before importing the module.
@@ -492,8 +495,14 @@ def test_thresholds_out_of_range_are_refused(name, value):
     assert name in health.validate(params)
 
 
+def merged_documentation(module):
+    """The module's DOCUMENTATION with its doc fragments (plugins/doc_fragments) merged in, as ansible-doc shows it."""
+    fragment_loader.add_directory(str(Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments"))
+    return get_docstring(module.__file__, fragment_loader, is_module=True)[0]
+
+
 def test_documentation_matches_the_argument_spec():
-    doc = yaml.safe_load(health.DOCUMENTATION)
+    doc = merged_documentation(health)
     spec = health.argument_spec()
     assert set(doc["options"]) == set(spec)
     for name, option in spec.items():

@@ -11,9 +11,12 @@ import importlib.util
 import json
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import yaml
+from ansible.plugins.loader import fragment_loader
+from ansible.utils.plugin_docs import get_docstring
 
 from plugins.module_utils import saasodoo_findings
 
@@ -495,9 +498,15 @@ def test_source_cluster_never_touches_the_database(monkeypatch):
     assert result["database"]["used"] is False and tenant(result, "acme")["verdict"] == "healthy"
 
 
+def merged_documentation(module):
+    """The module's DOCUMENTATION with its doc fragments (plugins/doc_fragments) merged in, as ansible-doc shows it."""
+    fragment_loader.add_directory(str(Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments"))
+    return get_docstring(module.__file__, fragment_loader, is_module=True)[0]
+
+
 def test_argument_spec_matches_the_documentation():
     spec = tc.argument_spec()
-    doc = yaml.safe_load(tc.DOCUMENTATION)["options"]
+    doc = merged_documentation(tc)["options"]
     assert sorted(spec) == sorted(doc)
     for name, opt in spec.items():
         assert opt.get("type", "str") == doc[name].get("type", "str"), name
