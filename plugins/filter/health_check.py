@@ -1,7 +1,7 @@
 """Verdicts of the health_check runbook: the troubleshooting guide's "Quick Health Check", item by item.
 
 Each filter turns what a read-only probe returned (kubernetes.core.k8s_info, saasodoo_pg_health,
-community.general.redis_info, ansible.builtin.uri, saasodoo_dns_probe, the ingress_diagnose role,
+community.general.redis_info, ansible.builtin.uri, saasodoo_dns_query, the ingress_diagnose role,
 restore_backup) into one checklist item: {name, title, status: pass|fail, evidence: [lines], findings}.
 Every finding names the runbook that remediates it (`runbook`; None when no runbook can: a human or an
 outside provider must act), so a chain health_check -> runbook -> health_check can pick the next one.
@@ -154,17 +154,33 @@ def health_external_item(results, services, title=None):
     return _item("external", title, findings, evidence)
 
 
+# saasodoo_dns_query's statuses for a server that sent nothing back (as opposed to an answer saying no).
+DNS_SILENT = ("timeout", "unreachable")
+
+
+def _dns_entry(entry):
+    """One saasodoo_dns_query result as {name, resolved, silent, summary}."""
+    name, status = entry.get("name"), entry.get("status")
+    took = " (%s ms)" % entry["elapsed_ms"] if entry.get("elapsed_ms") is not None else ""
+    if status == "ok":
+        summary = "%s -> %s%s" % (name, ", ".join(entry.get("addresses") or []), took)
+    else:
+        summary = "%s: %s%s" % (name, entry.get("error") or entry.get("rcode") or status, took)
+    return {"name": name, "resolved": status == "ok", "silent": status in DNS_SILENT,
+            "error": entry.get("error") or status, "summary": summary}
+
+
 def health_dns_item(result, server, title="DNS resolution working"):
-    """Every platform name resolved through the cluster's DNS server (saasodoo_dns_probe)."""
+    """Every platform name resolved through the cluster's DNS server (saasodoo_dns_query)."""
     result = result or {}
-    entries = result.get("results") or []
-    evidence = [e.get("summary") or e.get("name") for e in entries]
+    entries = [_dns_entry(e) for e in result.get("results") or []]
+    evidence = [e["summary"] for e in entries]
     findings = []
     if result.get("failed"):
-        evidence.append("the probe failed: %s" % _first_line(result.get("msg")))
-    bad = [e for e in entries if not e.get("resolved")]
+        evidence.append("the query failed: %s" % _first_line(result.get("msg")))
+    bad = [e for e in entries if not e["resolved"]]
     if result.get("failed") or bad or not entries:
-        silent = [e for e in bad if e.get("error")]
+        silent = [e for e in bad if e["silent"]]
         if entries and len(silent) == len(entries):
             message = "the DNS server %s does not answer (%s)" % (server, silent[0]["error"])
         else:

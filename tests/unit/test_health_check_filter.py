@@ -88,18 +88,18 @@ def test_external_services_each_with_its_severity_and_no_runbook():
 
 
 def test_dns_resolved_silent_and_partial():
-    ok = f.health_dns_item({"resolved": True, "results": [{"name": "a", "resolved": True, "summary": "a -> 10.0.0.1 (1 ms)"}]},
-                           "127.0.0.1:53")
+    ok = f.health_dns_item({"results": [{"name": "a", "status": "ok", "rcode": "NOERROR", "addresses": ["10.0.0.1"],
+                                         "elapsed_ms": 1, "error": None}]}, "127.0.0.1:53")
     assert ok["status"] == "pass" and ok["evidence"] == ["a -> 10.0.0.1 (1 ms)"]
-    silent = f.health_dns_item({"resolved": False, "results": [
-        {"name": "a", "resolved": False, "error": "no answer within 2.0s", "summary": "a: no answer within 2.0s"},
-        {"name": "b", "resolved": False, "error": "no answer within 2.0s", "summary": "b: no answer within 2.0s"}]},
+    silent = f.health_dns_item({"results": [
+        {"name": "a", "status": "timeout", "rcode": None, "addresses": [], "error": "no answer within 2.0s"},
+        {"name": "b", "status": "unreachable", "rcode": None, "addresses": [], "error": "no answer within 2.0s"}]},
         "127.0.0.1:53")
     assert silent["findings"][0]["message"] == "the DNS server 127.0.0.1:53 does not answer (no answer within 2.0s)"
     assert silent["findings"][0]["runbook"] == "dns_resolution" and silent["findings"][0]["severity"] == "critical"
-    partial = f.health_dns_item({"results": [{"name": "a", "resolved": True, "summary": "a -> 1"},
-                                             {"name": "b", "resolved": False, "rcode": "NXDOMAIN",
-                                              "summary": "b: NXDOMAIN, no A record"}]}, "s")
+    partial = f.health_dns_item({"results": [{"name": "a", "status": "ok", "addresses": ["1"]},
+                                             {"name": "b", "status": "nxdomain", "rcode": "NXDOMAIN",
+                                              "error": "NXDOMAIN, no A record"}]}, "s")
     assert partial["findings"][0]["message"] == "1 of 2 platform name(s) do not resolve through s"
     assert partial["findings"][0]["evidence"] == ["b: NXDOMAIN, no A record"]
 
@@ -199,7 +199,7 @@ def test_backup_stale_tampered_unreadable_and_missing():
 
 def test_checklist_lines_summary_handover_and_next_runbooks():
     items = [f.health_redis_item({"info": {"redis_version": "7"}}, "r"),
-             f.health_dns_item({"results": [{"name": "a", "resolved": False, "error": "e", "summary": "a: e"}]}, "s"),
+             f.health_dns_item({"results": [{"name": "a", "status": "timeout", "error": "e"}]}, "s"),
              f.health_external_item([{"item": {"endpoint": "k", "name": "K", "severity": "medium"}, "status": 500}],
                                     [{"endpoint": "k", "name": "K"}]),
              f.health_pods_item([pod("x-1", False, "CrashLoopBackOff", 9)], "sys")]
