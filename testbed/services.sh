@@ -402,9 +402,26 @@ lock() {
 
 [ $# -eq 1 ] || usage
 set_paths
+# The test bed's service ports (PostgreSQL, Redis, the 580xx endpoints, DNS, Prometheus, PgBouncer)
+# lie in Linux's ephemeral range (32768-60999): a client socket could take one of them just before a
+# server (re)binds it - tests restart PostgreSQL, dnsmasq and Prometheus. Reserve them from automatic
+# assignment when this runs as root (CI does); elsewhere say so once and go on.
+reserve_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports shift=${SAASODOO_PORT_SHIFT:-0} current wanted
+  wanted="$pg_port_wanted,$redis_port_wanted,$((58000 + shift))-$((58099 + shift))"
+  [ -r "$file" ] || return 0
+  current=$(cat "$file")
+  if [ -w "$file" ] && printf '%s\n' "${current:+$current,}$wanted" > "$file" 2>/dev/null; then
+    [ "$current" = "$(cat "$file")" ] || log "ports: $wanted reserved from ephemeral use (ip_local_reserved_ports)"
+  else
+    log "ports: could not reserve $wanted from ephemeral use (not root): a rare port clash is possible"
+  fi
+}
+
 case "$1" in
   up)
     lock
+    reserve_ports
     ensure_packages
     pg_up
     redis_up
