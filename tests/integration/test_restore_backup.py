@@ -216,6 +216,16 @@ def test_backup_damage_restore_then_nothing_to_do(scratch):
     assert scratch.data() == damaged and scratch.databases() == dbs
     assert scratch.deployment().spec.replicas == REPLICAS
 
+    # The inspect entry point never restores, even confirmed (as AWX's extra var would confirm it).
+    inspected = scratch.run(runbook_entry_point="inspect", restore_backup_confirm=True, **args)
+    assert inspected.rc == 0 and inspected.changed == 0, inspected.stdout[-3000:]
+    res = inspected.artifacts["restore_backup_result"]
+    assert res["status"] == "would_restore" and res["chosen"]["id"] == backup.name and res["actions"] == []
+    assert res["message"].startswith("inspection only (tasks_from: inspect): nothing was changed; would restore")
+    assert [b["valid"] for b in res["backups"]] == [True]
+    assert scratch.data() == damaged and scratch.databases() == dbs
+    assert scratch.deployment().spec.replicas == REPLICAS
+
     # The restore.
     with ReplicaWatch(scratch) as watch:
         result = scratch.run(restore_backup_confirm=True, **args)
