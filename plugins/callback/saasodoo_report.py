@@ -583,6 +583,20 @@ def steps_taken(report, timeline, result):
     return steps
 
 
+# The keys every runbook report has (role runbook_report); any other key is the runbook's own detail.
+STANDARD_KEYS = ("runbook", "guide_section", "started", "check_mode", "healthy_before", "findings", "actions",
+                 "skipped", "handed_over", "healthy_after", "remaining", "escalation")
+
+
+def details_of(report):
+    """What the runbook reported beyond the standard keys (checklists, measurements, decisions), plus
+    what it deliberately left alone and handed over."""
+    rb = report or {}
+    extra = dict((k, v) for k, v in sorted(rb.items()) if k not in STANDARD_KEYS)
+    return {"handed_over": list(rb.get("handed_over") or []), "left_alone": list(rb.get("skipped") or []),
+            "runbook": extra}
+
+
 def build_report(runbook_report, timeline=None, run=None):
     """The incident report (schema_version 1) from the runbook's published report and the run.
 
@@ -605,6 +619,7 @@ def build_report(runbook_report, timeline=None, run=None):
         "timeline": list(timeline or []),
         "findings": findings,
         "remaining": rb.get("remaining") or [],
+        "details": details_of(rb),
         "urgency": urgency(rb, failed),
         "check_mode": bool(rb.get("check_mode", run.get("check_mode", False))),
         "started": rb.get("started") or run.get("started"),
@@ -666,6 +681,15 @@ def render_markdown(report):
         lines += ["No findings.", ""]
     if report["source"].get("failures"):
         lines += ["Failures:", ""] + ["    %s" % f for f in report["source"]["failures"]] + [""]
+    details = report.get("details") or {}
+    if details.get("handed_over") or details.get("left_alone") or details.get("runbook"):
+        lines += ["### What the runbook handed over, left alone and measured", ""]
+        lines += ["- Handed over: %s" % h for h in details.get("handed_over") or []]
+        lines += ["- Left alone: %s: %s" % (s.get("ref", "?"), s.get("why", "")) if isinstance(s, dict)
+                  else "- Left alone: %s" % s for s in details.get("left_alone") or []]
+        for key, value in sorted((details.get("runbook") or {}).items()):
+            lines.append("- %s: `%s`" % (key, _short(value, 400)))
+        lines.append("")
     lines += ["## Timeline", "", "| at | event | task | host | object | change |", "|---|---|---|---|---|---|"]
     for e in report["timeline"]:
         obj = e.get("object") or {}

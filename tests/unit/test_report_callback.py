@@ -178,6 +178,28 @@ def test_markdown_has_one_heading_per_item_of_information_to_include():
     assert "Measurements: restarts=7" in md
 
 
+def test_runbook_details_are_kept_in_json_and_markdown():
+    rb = runbook_report(handed_over=["database saasodoo is damaged (DB_ROWS_MISSING) -> data_loss.yml"],
+                        skipped=[{"ref": REF, "why": "cap reached"}],
+                        checklist=[{"name": "pods", "status": "fail"}], measurements={"p95_ms": 812})
+    report = r.build_report(rb, [], RUN)
+
+    validate(report)
+    assert report["details"] == {
+        "handed_over": ["database saasodoo is damaged (DB_ROWS_MISSING) -> data_loss.yml"],
+        "left_alone": [{"ref": REF, "why": "cap reached"}],
+        "runbook": {"checklist": [{"name": "pods", "status": "fail"}], "first_broken_layer": "backend",
+                    "measurements": {"p95_ms": 812}}}
+    md = r.render_markdown(report)
+    assert "- Handed over: database saasodoo is damaged (DB_ROWS_MISSING) -> data_loss.yml" in md
+    assert f"- Left alone: {REF}: cap reached" in md
+    assert '- measurements: `{"p95_ms": 812}`' in md
+    # A report with nothing beyond the standard keys has empty details and no such section.
+    bare = r.build_report({k: v for k, v in runbook_report().items() if k != "first_broken_layer"}, [], RUN)
+    assert bare["details"] == {"handed_over": [], "left_alone": [], "runbook": {}}
+    assert "handed over, left alone and measured" not in r.render_markdown(bare)
+
+
 # -- redaction -----------------------------------------------------------------------------------
 
 def test_secret_values_come_from_secret_names_nested_and_rendered():
