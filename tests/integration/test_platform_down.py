@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from testbed import faults
+from testbed import faults, postgres_faults
 from tests import k8s_state
-from tests.runbooks import run_playbook
+from tests.runbooks import ROOT, run_playbook
 
 # The cooldown is a guard rail with its own test; here it would block the repeated restarts
 # that one test session makes of the same backend.
@@ -266,3 +268,36 @@ def test_external_service_down_is_reported_for_escalation(platform):
 
     again = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
     assert again.rc == 0 and again.artifacts["platform_down_report"]["findings"] == [], again.stdout[-3000:]
+
+
+def test_data_layer_unreachable_is_named_and_handed_over(platform):
+    """PostgreSQL and Redis stopped behind Ready pods: the data layer is named from the platform's side."""
+    ns = platform["saasodoo_platform_namespace"]
+    postgres = platform["saasodoo_components"]["postgres"]
+    db_address = f"{platform['saasodoo_db_host']}:{platform['saasodoo_db_port']}"
+    redis_address = f"{platform['saasodoo_redis_host']}:{platform['saasodoo_redis_port']}"
+    stopped = postgres_faults.stop_server()
+    subprocess.run(["redis-cli", "-h", platform["saasodoo_redis_host"], "-p", str(platform["saasodoo_redis_port"]),
+                    "shutdown", "nosave"], capture_output=True, check=False)
+    try:
+        assert faults.component_healthy("postgres") and faults.component_healthy("redis")  # the pods look fine
+        before = k8s_state.snapshot([ns])
+
+        for check in (True, False):
+            result = run_playbook("platform_down.yml", check=check, extravars=NO_COOLDOWN)
+
+            assert result.rc == 0, result.stdout[-3000:]
+            assert result.changed == 0, result.stdout[-3000:]
+            report = result.artifacts["platform_down_report"]
+            assert report["first_broken_layer"] == "data", report["findings"]
+            pg = next(f for f in report["findings"] if f["code"] == "PG_UNREACHABLE")
+            assert pg["runbook"] == "postgres_connection" and pg["severity"] == "critical"
+            assert pg["ref"] == f"StatefulSet/{ns}/{postgres['name']}" and db_address in pg["message"]
+            redis = next(f for f in report["findings"] if f["code"] == "REDIS_UNREACHABLE")
+            assert redis["layer"] == "data" and redis_address in redis["message"]
+            assert report["actions"] == [] and report["escalation"]["level"] == "critical"
+            assert platform["saasodoo_db_password"] not in result.stdout
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+    finally:
+        stopped.undo()
+        subprocess.run(["bash", "testbed/services.sh", "up"], cwd=ROOT, capture_output=True, check=True)
