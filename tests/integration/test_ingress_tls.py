@@ -318,3 +318,25 @@ def test_real_run_renews_reapplies_restarts_and_the_new_certificate_is_served(pl
     assert again.changed == 0, again.stdout[-3000:]
     assert again.artifacts["ingress_tls_report"]["findings"] == []
     assert again.artifacts["ingress_tls_report"]["actions"] == []
+
+
+def test_certificate_for_another_host_is_named_and_handed_over(platform, bed):
+    """A wrong-host certificate: the public endpoint is asked for a name its (valid) certificate does not cover.
+    The Certificates are fine and Traefik serves its Secret, so there is nothing to renew or restart:
+    reported, handed over to a human, nothing changed."""
+    ns = bed.ns
+    wrong = "wrong-host." + platform["saasodoo_endpoints"]["public"]["server_name"].split(".", 1)[-1]
+    before, tls_before = k8s_state.snapshot([ns]), bed.tls_state()
+
+    result = run_playbook("ingress_tls.yml", extravars={**NO_COOLDOWN, "ingress_tls_server_names": [wrong]})
+
+    assert result.rc == 0, result.stdout[-4000:]
+    assert result.changed == 0, result.stdout[-3000:]
+    report = result.artifacts["ingress_tls_report"]
+    mismatch = next(f for f in report["findings"] if f["code"] == "TLS_HOSTNAME_MISMATCH")
+    assert wrong in mismatch["message"] and mismatch["severity"] == "critical"
+    assert not {"CERT_EXPIRED", "CERT_INVALID", "ROUTE_MISSING"} & _codes(report), report["findings"]
+    assert report["actions"] == []
+    assert any("TLS_HOSTNAME_MISMATCH" in h and "a human" in h for h in report["handed_over"]), report["handed_over"]
+    assert report["escalation"]["level"] == "critical"
+    assert k8s_state.diff(before, k8s_state.snapshot([ns])) == [] and bed.tls_state() == tls_before
