@@ -35,6 +35,13 @@ CREDENTIAL_TYPES = load("credential_types.yml")["controller_credential_types"]
 WORKFLOWS = load("workflow_job_templates.yml")["controller_workflows"]
 
 
+def survey_questions(template: dict) -> list[dict]:
+    """The questions a template asks at launch (none when its survey is off)."""
+    if not template.get("survey_enabled"):
+        return []
+    return template["survey_spec"]["spec"]
+
+
 # ------------------------------------------------------------------------------- what a playbook reads
 
 def _expressions(node, key=None):
@@ -101,6 +108,72 @@ def test_the_variable_reader_sees_platform_down():
     assert "no_such_variable" not in names
 
 
+# ------------------------------------------------------------------------------- AWX's survey validation
+
+# ansible/awx, awx/api/views/__init__.py, JobTemplateSurveySpec.ALLOWED_TYPES
+SURVEY_TYPES = {"text": str, "textarea": str, "password": str, "multiplechoice": str, "multiselect": str,
+                "integer": int, "float": float}
+
+
+def awx_survey_errors(spec: dict) -> list[str]:
+    """What the AWX API answers with 400 for this survey_spec, or [] when it accepts it.
+
+    ansible/awx, awx/api/views/__init__.py, JobTemplateSurveySpec._validate_spec_data, rule by rule.
+    """
+    errors = []
+    for field, kind in (("name", str), ("description", str), ("spec", list)):
+        if field not in spec:
+            errors.append(f"Field '{field}' is missing from survey spec.")
+        elif not isinstance(spec[field], kind):
+            errors.append(f"Expected {kind.__name__} for field '{field}'.")
+    if isinstance(spec.get("spec"), list) and len(spec["spec"]) < 1:
+        errors.append("'spec' doesn't contain any items.")
+    if errors:
+        return errors
+    variables = set()
+    for idx, item in enumerate(spec["spec"]):
+        if not isinstance(item, dict):
+            return [f"Survey question {idx} is not a json object."]
+        for field in ("type", "question_name", "variable", "required"):
+            if field not in item:
+                return [f"'{field}' missing from survey question {idx}"]
+            if not isinstance(item[field], bool if field == "required" else str):
+                return [f"'{field}' in survey question {idx} has the wrong type."]
+        if item["variable"] in variables:
+            return [f"'variable' '{item['variable']}' duplicated in survey question {idx}."]
+        variables.add(item["variable"])
+        qtype = item["type"]
+        if qtype not in SURVEY_TYPES:
+            return [f"'{qtype}' in survey question {idx} is not one of the allowed question types."]
+        if "default" in item and item["default"] != "" and not isinstance(item["default"], SURVEY_TYPES[qtype]):
+            return [f"Default value {item['default']} in survey question {idx} expected to be {qtype}."]
+        for key in ("min", "max"):
+            if key in item and item[key] is not None and not isinstance(item[key], int):
+                return [f"The {key} limit in survey question {idx} expected to be integer."]
+        if qtype in ("multiplechoice", "multiselect"):
+            if "choices" not in item:
+                return [f"Survey question {idx} of type {qtype} must specify choices."]
+            choices = item["choices"]
+            if isinstance(choices, str):
+                choices = "\n".join(c for c in choices.splitlines() if c.strip())
+            if "default" in item:
+                default = item["default"]
+                defaults = [c for c in default.splitlines() if c.strip()] if isinstance(default, str) else default
+                if qtype == "multiplechoice" and len(defaults) > 1:
+                    return ["Multiple Choice (Single Select) can only have one default value."]
+                if any(d not in choices for d in defaults):
+                    return ["Default choice must be answered from the choices listed."]
+    return errors
+
+
+def test_the_reimplemented_awx_refuses_an_empty_survey():
+    assert awx_survey_errors({"name": "x", "description": "", "spec": []}) == ["'spec' doesn't contain any items."]
+    question = {"type": "multiplechoice", "question_name": "q", "variable": "v", "required": True,
+                "choices": ["yes", "no"], "default": "maybe"}
+    assert awx_survey_errors({"name": "x", "description": "", "spec": [question]}) == \
+        ["Default choice must be answered from the choices listed."]
+
+
 # ------------------------------------------------------------------------------- job templates
 
 def test_every_runbook_has_exactly_one_job_template():
@@ -120,17 +193,11 @@ def test_job_template_matches_its_playbook(template):
     assert template["execution_environment"] in {e["name"] for e in PROJECTS["controller_execution_environments"]}
     assert template.get("job_type", "run") == "run" and template["ask_job_type_on_launch"] is True
     assert template["credentials"], "a runbook needs the Kubernetes credential"
-    assert template["survey_enabled"] is True
 
     variables = playbook_variables(playbook)
-    spec = template["survey_spec"]["spec"]
-    names = [q["variable"] for q in spec]
-    assert len(names) == len(set(names)), "a variable asked twice"
-    for question in spec:
+    for question in survey_questions(template):
         name = question["variable"]
         assert name in variables, f"{template['name']}: survey variable {name} is not read by {template['playbook']}"
-        assert question["type"] in ("text", "textarea", "password", "integer", "float", "multiplechoice",
-                                    "multiselect")
         default = variables[name]
         if question["type"] == "integer":
             assert isinstance(question["default"], int)
@@ -145,10 +212,18 @@ def test_job_template_matches_its_playbook(template):
                 f"{name} is a boolean: a yes/no choice"
 
 
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t["name"])
+def test_survey_is_one_the_awx_api_accepts_or_none(template):
+    if template.get("survey_enabled"):
+        assert awx_survey_errors(template["survey_spec"]) == [], f"{template['name']}: AWX answers 400"
+    else:
+        assert "survey_spec" not in template, f"{template['name']}: survey off, so no survey_spec to send"
+
+
 def test_every_confirmation_variable_is_a_required_yes_no_question():
     for template in TEMPLATES:
         variables = playbook_variables(ROOT / template["playbook"])
-        asked = {q["variable"]: q for q in template["survey_spec"]["spec"]}
+        asked = {q["variable"]: q for q in survey_questions(template)}
         for name in (v for v in variables if "_confirm" in v and not v.startswith("__")):
             default = variables[name]
             if isinstance(default, str) and any(q in default for q in asked if "_confirm" in q):
@@ -275,7 +350,7 @@ def test_workflow_nodes_reference_existing_job_templates(workflow):
         if template is None:
             continue
         assert template in names, f"node {node['identifier']}: no job template {template!r}"
-        spec = {q["variable"] for q in names[template]["survey_spec"]["spec"]}
+        spec = {q["variable"] for q in survey_questions(names[template])}
         assert set(node.get("extra_data") or {}) <= spec, f"node {node['identifier']}: extra_data not in the survey"
         if node.get("job_type"):
             assert names[template]["ask_job_type_on_launch"] is True
