@@ -1,32 +1,42 @@
-"""awx/ (infra.aap_configuration format) against the playbooks, their variables and kubernetes.core."""
+"""awx/ (infra.aap_configuration format) against the playbooks, the loader and AWX itself.
+
+What AWX and the loader do is reimplemented here from their sources (each cited where it is used),
+so these tests judge the files by what a real load and a real job would make of them: the
+credential injectors go through the loader's escaping and then AWX's Jinja rendering, every survey
+through the AWX API's validation, and the database credential must sit on exactly the templates whose
+playbooks read the database password.
+"""
 
 from __future__ import annotations
 
 import ast
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
+from jinja2 import sandbox
 
 from saasodoo_runbooks import api
 
 ROOT = Path(__file__).resolve().parents[2]
 AWX = ROOT / "awx"
-K8S_TYPE = "SaaSOdoo Kubernetes Bearer Token"
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 JINJA = re.compile(r"{{(.*?)}}|{%(.*?)%}", re.S)
 JINJA_WORDS = {"if", "elif", "else", "endif", "not", "and", "or", "is", "in", "defined", "none", "true", "false"}
 EXPRESSION_KEYS = {"when", "that", "failed_when", "changed_when", "until", "loop", "with_items"}
 
+K8S_CREDENTIAL = "SaaSOdoo Kubernetes"
+DB_CREDENTIAL = "SaaSOdoo Platform Database"
+DB_CREDENTIAL_TYPE = "SaaSOdoo Platform Database"
+# The environment variable the database credential injects and the inventory reads (database.yml).
+DB_PASSWORD_ENV = "SAASODOO_DB_PASSWORD"
+CONFIG_FILES = ("credential_types.yml", "projects.yml", "job_templates.yml", "workflow_job_templates.yml")
+
 
 def load(name: str) -> dict:
     return yaml.safe_load((AWX / name).read_text()) or {}
-
-
-def awx_template(text: str) -> str:
-    """An injector as AWX receives it: the role turns `{  {` / `{  %` (kept from Ansible) into `{{` / `{%`."""
-    return text.replace("{  {", "{{").replace("{  %", "{%")
 
 
 TEMPLATES = load("job_templates.yml")["controller_templates"]
@@ -108,7 +118,81 @@ def test_the_variable_reader_sees_platform_down():
     assert "no_such_variable" not in names
 
 
-# ------------------------------------------------------------------------------- AWX's survey validation
+# ------------------------------------------------------------------------------- the loader and AWX
+
+def loader_injectors(injectors: dict) -> dict:
+    """The injectors as infra.aap_configuration's controller_credential_types role hands them to AWX.
+
+    redhat-cop/infra.aap_configuration, roles/controller_credential_types/tasks/main.yml, as it reads
+    before PR #1341 (which added the same for `{  %`, a year after 3.1.0, the version
+    awx/requirements.yml pins):
+
+        injectors: "{{ __controller_credential_type_item.injectors | default(...)
+                       | regex_replace('{  {', '{_~~remove~~_{') | regex_replace('_~~remove~~_', '') }}"
+
+    regex_replace works on the text of the dict (its Python repr); that text becomes a dict again by
+    literal_eval (Ansible's template result conversion before ansible-core 2.19; from 2.19 the
+    module's `type: dict` check, check_type_dict). `{  %` is left as it is.
+    """
+    text = str(injectors)
+    text = re.sub("{  {", "{_~~remove~~_{", text)
+    text = re.sub("_~~remove~~_", "", text)
+    return ast.literal_eval(text)
+
+
+def sample_inputs(ctype: dict) -> dict:
+    """A credential of this type with every field filled in (booleans true)."""
+    return {f["id"]: True if f.get("type") == "boolean" else f"sample-{f['id']}-value"
+            for f in ctype["inputs"]["fields"]}
+
+
+def awx_render_env(ctype: dict, injectors: dict, inputs: dict) -> dict[str, str]:
+    """The environment a job gets from a custom credential type, rendered the way AWX renders it.
+
+    ansible/awx, awx/main/models/credential/__init__.py, CredentialType.inject_credential: the
+    namespace holds the non-empty inputs (booleans as they are, missing booleans False) and `tower`;
+    each file injector is rendered and written, its path set as tower.filename.<name>; each env
+    injector is rendered with jinja2.sandbox.ImmutableSandboxedEnvironment().
+    """
+    namespace: dict = {"tower": SimpleNamespace()}
+    for field in ctype["inputs"]["fields"]:
+        value = inputs.get(field["id"])
+        if isinstance(value, bool) or value:
+            namespace[field["id"]] = value
+        elif field.get("type") == "boolean":
+            namespace[field["id"]] = False
+    env = sandbox.ImmutableSandboxedEnvironment()
+    for label, template in (injectors.get("file") or {}).items():
+        env.from_string(template).render(**namespace)
+        path = f"/runner/env/tmp_{label.replace('.', '_')}"
+        if "." not in label:
+            namespace["tower"].filename = path
+        else:
+            if not hasattr(namespace["tower"], "filename"):
+                namespace["tower"].filename = SimpleNamespace()
+            setattr(namespace["tower"].filename, label.split(".")[1], path)
+    return {name: env.from_string(template).render(**namespace)
+            for name, template in (injectors.get("env") or {}).items()}
+
+
+def awx_kubernetes_bearer_token_env(inputs: dict) -> dict[str, str]:
+    """AWX's built-in "OpenShift or Kubernetes API Bearer Token" injector (no template: Python).
+
+    ansible/awx, awx/main/models/credential/injectors.py, kubernetes_bearer_token(): without
+    verify_ssl AND a CA, it sets K8S_AUTH_VERIFY_SSL to False.
+    """
+    env = {"K8S_AUTH_HOST": inputs.get("host", ""), "K8S_AUTH_API_KEY": inputs.get("bearer_token", "")}
+    if inputs.get("verify_ssl", True) and "ssl_ca_cert" in inputs:
+        env["K8S_AUTH_VERIFY_SSL"] = "True"
+        env["K8S_AUTH_SSL_CA_CERT"] = "/runner/env/tmp_ca"
+    else:
+        env["K8S_AUTH_VERIFY_SSL"] = "False"
+    return env
+
+
+# ansible/awx, awx/main/models/credential/__init__.py: ManagedCredentialType(namespace='kubernetes_bearer_token')
+BUILTIN_K8S_TYPE = "OpenShift or Kubernetes API Bearer Token"
+BUILTIN_K8S_FIELDS = {"host", "bearer_token", "verify_ssl", "ssl_ca_cert"}
 
 # ansible/awx, awx/api/views/__init__.py, JobTemplateSurveySpec.ALLOWED_TYPES
 SURVEY_TYPES = {"text": str, "textarea": str, "password": str, "multiplechoice": str, "multiselect": str,
@@ -166,6 +250,18 @@ def awx_survey_errors(spec: dict) -> list[str]:
     return errors
 
 
+def test_the_reimplemented_loader_and_awx_show_the_old_kubernetes_injector_broken():
+    """The custom Kubernetes type this repository had: its `{  % if %}` reached every job as text."""
+    old = {"file": {"template.ssl_ca_cert": "{  { ssl_ca_cert }}"},
+           "env": {"K8S_AUTH_HOST": "{  { host }}",
+                   "K8S_AUTH_SSL_CA_CERT": "{  % if ssl_ca_cert %}{  { tower.filename.ssl_ca_cert }}{  % endif %}"}}
+    ctype = {"inputs": {"fields": [{"id": "host", "type": "string"}, {"id": "ssl_ca_cert", "type": "string"}]}}
+    env = awx_render_env(ctype, loader_injectors(old), {"host": "https://h:6443", "ssl_ca_cert": "PEM"})
+    assert env["K8S_AUTH_HOST"] == "https://h:6443"
+    assert env["K8S_AUTH_SSL_CA_CERT"] == \
+        "{  % if ssl_ca_cert %}/runner/env/tmp_template_ssl_ca_cert{  % endif %}", "a literal, non-existent path"
+
+
 def test_the_reimplemented_awx_refuses_an_empty_survey():
     assert awx_survey_errors({"name": "x", "description": "", "spec": []}) == ["'spec' doesn't contain any items."]
     question = {"type": "multiplechoice", "question_name": "q", "variable": "v", "required": True,
@@ -192,7 +288,7 @@ def test_job_template_matches_its_playbook(template):
     assert template["inventory"] in {i["name"] for i in PROJECTS["controller_inventories"]}
     assert template["execution_environment"] in {e["name"] for e in PROJECTS["controller_execution_environments"]}
     assert template.get("job_type", "run") == "run" and template["ask_job_type_on_launch"] is True
-    assert template["credentials"], "a runbook needs the Kubernetes credential"
+    assert K8S_CREDENTIAL in template["credentials"], "a runbook needs the Kubernetes credential"
 
     variables = playbook_variables(playbook)
     for question in survey_questions(template):
@@ -255,56 +351,94 @@ def _project_module_env_names() -> set[str]:
     return names
 
 
-def _template_refs(text: str) -> set[str]:
-    return {name for expr in (a or b for a, b in JINJA.findall(awx_template(text))) for name in IDENT.findall(expr)}
+def readme_credentials() -> dict[str, dict]:
+    """The controller_credentials example of awx/README.md, by name."""
+    readme = (AWX / "README.md").read_text()
+    for block in re.findall(r"```yaml\n(.*?)```", readme, re.S):
+        data = yaml.safe_load(block)
+        if isinstance(data, dict) and "controller_credentials" in data:
+            return {c["name"]: c for c in data["controller_credentials"]}
+    raise AssertionError("awx/README.md shows no controller_credentials example")
 
 
-def test_kubernetes_credential_type_injects_what_kubernetes_core_reads():
-    ctype = next(c for c in CREDENTIAL_TYPES if c["name"] == K8S_TYPE)
-    fields = {f["id"]: f for f in ctype["inputs"]["fields"]}
-    assert set(fields) == {"host", "bearer_token", "verify_ssl", "ssl_ca_cert"}
-    assert fields["bearer_token"]["secret"] is True
-    assert fields["verify_ssl"]["type"] == "boolean"
-    assert set(ctype["inputs"]["required"]) == {"host", "bearer_token"}
-    env = ctype["injectors"]["env"]
+def test_kubernetes_credential_is_awx_builtin_bearer_token_and_injects_what_kubernetes_core_reads():
+    for ctype in CREDENTIAL_TYPES:
+        for section in ("env", "extra_vars"):
+            assert not any(str(k).startswith("K8S_AUTH_") for k in ctype["injectors"].get(section) or {}), \
+                f"{ctype['name']}: the Kubernetes connection comes from AWX's built-in type"
+    credential = readme_credentials()[K8S_CREDENTIAL]
+    assert credential["credential_type"] == BUILTIN_K8S_TYPE
+    assert set(credential["inputs"]) <= BUILTIN_K8S_FIELDS
+    assert {"host", "bearer_token", "ssl_ca_cert"} <= set(credential["inputs"]), "give the CA: see below"
+    assert credential["inputs"].get("verify_ssl", True) is True
+    env = awx_kubernetes_bearer_token_env({k: "sample" if isinstance(v, str) else v
+                                           for k, v in credential["inputs"].items()})
     assert set(env) == {"K8S_AUTH_HOST", "K8S_AUTH_API_KEY", "K8S_AUTH_VERIFY_SSL", "K8S_AUTH_SSL_CA_CERT"}
+    assert env["K8S_AUTH_VERIFY_SSL"] == "True"
     assert set(env) <= _kubernetes_core_env_names(), "kubernetes.core would not read these"
     assert set(env) <= _project_module_env_names(), "the project's modules would not read these"
-    assert "host" in _template_refs(env["K8S_AUTH_HOST"])
-    assert "bearer_token" in _template_refs(env["K8S_AUTH_API_KEY"])
-    assert "verify_ssl" in _template_refs(env["K8S_AUTH_VERIFY_SSL"])
-    # The CA is a file: AWX writes the template and passes its path.
-    assert "ssl_ca_cert" in _template_refs(ctype["injectors"]["file"]["template.ssl_ca_cert"])
-    assert "{{ tower.filename.ssl_ca_cert }}" in awx_template(env["K8S_AUTH_SSL_CA_CERT"])
-    # Ansible must not render them when the dispatch role loads the file: no plain {{ or {%.
-    for value in list(env.values()) + list(ctype["injectors"]["file"].values()):
-        assert "{{" not in value and "{%" not in value
+    # Without a CA the built-in type turns verification off (awx/README.md says so).
+    assert awx_kubernetes_bearer_token_env({"host": "h", "bearer_token": "t", "verify_ssl": True}) == \
+        {"K8S_AUTH_HOST": "h", "K8S_AUTH_API_KEY": "t", "K8S_AUTH_VERIFY_SSL": "False"}
 
 
 @pytest.mark.parametrize("ctype", CREDENTIAL_TYPES, ids=lambda c: c["name"])
-def test_credential_type_injectors_use_only_its_inputs(ctype):
-    inputs = {f["id"] for f in ctype["inputs"]["fields"]}
-    allowed = inputs | {"tower", "filename"} | JINJA_WORDS
+def test_credential_type_injectors_render_to_real_values_through_the_loader_and_awx(ctype):
+    raw = ctype["injectors"]
+    # Ansible must leave them alone when the dispatch role loads the file: no plain {{ or {%.
     for section in ("env", "file", "extra_vars"):
-        for value in (ctype["injectors"].get(section) or {}).values():
-            assert _template_refs(value) <= allowed, f"{value!r} uses something that is not an input"
+        for value in (raw.get(section) or {}).values():
+            assert "{{" not in value and "{%" not in value, f"{value!r}: Ansible would render it at load time"
+    inputs = sample_inputs(ctype)
+    env = awx_render_env(ctype, loader_injectors(raw), inputs)
+    assert env, f"{ctype['name']} injects nothing"
+    samples = {str(v) for v in inputs.values()}
+    for name, value in env.items():
+        assert not re.search(r"[{}%]", value), f"{name} reaches the job as {value!r}"
+        assert value in samples, f"{name} = {value!r} is not one of the credential's inputs"
+
+
+@pytest.mark.parametrize("ctype", CREDENTIAL_TYPES, ids=lambda c: c["name"])
+def test_credential_type_secret_fields(ctype):
     for field in ctype["inputs"]["fields"]:
         if re.search(r"password|token|secret|key", field["id"]):
             assert field.get("secret") is True, f"{field['id']} must be secret"
 
 
 def test_database_credential_injects_what_the_inventory_reads():
-    ctype = next(c for c in CREDENTIAL_TYPES if c["name"] == "SaaSOdoo Platform Database")
+    ctype = next(c for c in CREDENTIAL_TYPES if c["name"] == DB_CREDENTIAL_TYPE)
+    env = awx_render_env(ctype, loader_injectors(ctype["injectors"]), {"password": "s3cret"})
+    assert env == {DB_PASSWORD_ENV: "s3cret"}
     database = (ROOT / "inventories" / "local" / "group_vars" / "all" / "database.yml").read_text()
-    for name in ctype["injectors"]["env"]:
-        assert f"'{name}'" in database, f"the inventory does not read {name}"
+    assert f"'{DB_PASSWORD_ENV}'" in database, f"the inventory does not read {DB_PASSWORD_ENV}"
+    assert readme_credentials()[DB_CREDENTIAL]["credential_type"] == DB_CREDENTIAL_TYPE
 
 
-def test_job_templates_use_defined_credential_names_in_the_readme():
-    readme = (AWX / "README.md").read_text()
+def test_job_templates_use_credentials_the_readme_shows_how_to_create():
+    credentials = readme_credentials()
     for template in TEMPLATES:
         for credential in template["credentials"]:
-            assert f"name: {credential}" in readme, f"awx/README.md must show how to create {credential}"
+            assert credential in credentials, f"awx/README.md must show how to create {credential}"
+
+
+# ------------------------------------------------------------------------------- loading it
+
+def test_requirements_pin_the_loader_and_awx_collection_exactly():
+    pins = {c["name"]: c["version"] for c in load("requirements.yml")["collections"]}
+    assert set(pins) == {"infra.aap_configuration", "awx.awx"}
+    for name, version in pins.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", str(version)), f"{name}: pin an exact version, not {version!r}"
+
+
+def test_configure_playbook_loads_every_file_through_dispatch_with_auth_from_the_environment():
+    text = (AWX / "configure.yml").read_text()
+    plays = yaml.safe_load(text)
+    assert len(plays) == 1 and plays[0]["hosts"] == "localhost"
+    loaded = {name for name in CONFIG_FILES if name in text}
+    assert loaded == set(CONFIG_FILES), f"configure.yml does not load {set(CONFIG_FILES) - loaded}"
+    assert "infra.aap_configuration.dispatch" in text
+    for env in ("CONTROLLER_HOST", "CONTROLLER_OAUTH_TOKEN", "CONTROLLER_USERNAME", "CONTROLLER_PASSWORD"):
+        assert f"'{env}'" in text, f"configure.yml does not read {env}"
 
 
 # ------------------------------------------------------------------------------- workflows
