@@ -332,6 +332,109 @@ def test_every_confirmation_variable_is_a_required_yes_no_question():
                 assert question.get("default") in (None, "", "no"), f"{name} must not default to yes"
 
 
+# ------------------------------------------------------------------------------- who reads the database
+
+INCLUDE_TASKS = ("ansible.builtin.include_tasks", "ansible.builtin.import_tasks", "include_tasks", "import_tasks")
+INCLUDE_ROLE = ("ansible.builtin.include_role", "ansible.builtin.import_role", "include_role", "import_role")
+
+
+def _references(node) -> set[str]:
+    """Every name a YAML tree's Jinja expressions (and bare when:/that:/...) refer to."""
+    return {name for expression in _expressions(node) for name in IDENT.findall(expression)}
+
+
+def database_password_variables() -> set[str]:
+    """The variables that carry the database password: the one whose definition reads SAASODOO_DB_PASSWORD
+    (inventories/), and every variable defined from one of them, in the inventory or a role's defaults."""
+    definitions: dict[str, list] = {}
+    for path in [*sorted((ROOT / "inventories").rglob("*.yml")), *sorted(ROOT.glob("roles/*/defaults/main.yml"))]:
+        data = yaml.safe_load(path.read_text())
+        if isinstance(data, dict):
+            for name, value in data.items():
+                definitions.setdefault(name, []).append(value)
+    found = {name for name, values in definitions.items() if DB_PASSWORD_ENV in str(values)}
+    assert found, f"no variable reads {DB_PASSWORD_ENV}: the scan is broken"
+    while True:
+        more = {name for name, values in definitions.items() if name not in found and _references(values) & found}
+        if not more:
+            return found
+        found |= more
+
+
+def _task_file_closure(path: Path, role_tasks: Path | None, seen: set[Path]) -> None:
+    """path and every task file and role it includes (recursively) into seen."""
+    if path in seen:
+        return
+    assert path.is_file(), f"{path} is included but does not exist"
+    seen.add(path)
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in INCLUDE_TASKS:
+                    name = value.get("file") if isinstance(value, dict) else value
+                    base = role_tasks if role_tasks is not None else path.parent
+                    if "{{" in name:  # e.g. plan_{{ scale_backend_mode }}.yml: every file it may name
+                        matches = sorted(base.glob(re.sub(r"{{.*?}}", "*", name)))
+                        assert matches, f"{path}: no file matches the include {name}"
+                    else:
+                        matches = [base / name]
+                    for match in matches:
+                        _task_file_closure(match.resolve(), role_tasks, seen)
+                elif key in INCLUDE_ROLE:
+                    _role_closure(value["name"], value.get("tasks_from"), seen)
+                elif key == "roles" and isinstance(value, list):
+                    for role in value:
+                        _role_closure(role if isinstance(role, str) else role.get("role") or role["name"], None, seen)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(yaml.safe_load(path.read_text()))
+
+
+def _role_closure(role: str, tasks_from: str | None, seen: set[Path]) -> None:
+    tasks = ROOT / "roles" / role.split(".")[-1] / "tasks"
+    entry = tasks_from or "main"
+    _task_file_closure(tasks / (entry if entry.endswith((".yml", ".yaml")) else f"{entry}.yml"), tasks, seen)
+
+
+def playbooks_reading_the_database() -> set[str]:
+    """Every runbook whose plays, task files or roles (as far as it includes them) refer to a variable
+    that carries the database password."""
+    secret = database_password_variables()
+    readers = set()
+    for runbook in api.list_runbooks(ROOT):
+        files: set[Path] = set()
+        _task_file_closure(runbook.path.resolve(), None, files)
+        if any(_references(yaml.safe_load(f.read_text())) & secret for f in files):
+            readers.add(f"playbooks/{runbook.path.name}")
+    return readers
+
+
+def test_the_database_reader_scan_sees_direct_and_indirect_reads():
+    secret = database_password_variables()
+    assert {"saasodoo_db_password", "restore_backup_login_password", "collect_logs_redact_values"} <= secret
+    readers = playbooks_reading_the_database()
+    assert "playbooks/platform_down.yml" in readers  # a task's login_password
+    assert "playbooks/data_loss.yml" in readers  # restore_backup (tasks_from: inspect) and its defaults
+    assert "playbooks/backend_crashloop.yml" in readers  # through tasks/backend_crashloop/diagnose.yml
+    assert "playbooks/dns_resolution.yml" not in readers
+
+
+def test_the_database_credential_is_on_exactly_the_templates_whose_playbook_reads_the_database():
+    readers = playbooks_reading_the_database()
+    for template in TEMPLATES:
+        has = DB_CREDENTIAL in template["credentials"]
+        if template["playbook"] in readers:
+            assert has, f"{template['name']}: {template['playbook']} reads the database password; without " \
+                        f"the {DB_CREDENTIAL} credential it would use the inventory's test bed default"
+        else:
+            assert not has, f"{template['name']}: {template['playbook']} does not read the database password"
+
+
 # ------------------------------------------------------------------------------- credential types
 
 def _kubernetes_core_env_names() -> set[str]:
