@@ -63,10 +63,11 @@ _BEARER = re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/-]{8,}=*)")
 _BASIC = re.compile(r"(?i)(\bbasic\s+)([A-Za-z0-9+/_-]{6,}={0,2})")
 _SECRET_KEY = (r"[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|apikey|private[_-]?key"
                r"|routing[_-]?key|access[_-]?key)")
-# key=value, key: value, "key": "value", 'key': 'value' (the key's quote is optional).
+# key=value, key: value, "key": "value", 'key': 'value' (the key's quote is optional). A value that
+# opens a structure ({, [) is not one secret: its own keys are looked at.
 _KEY_VALUE = re.compile(
     r"(?i)(?P<head>\b" + _SECRET_KEY + r"(?![A-Za-z0-9_])[\"']?\s*(?::|=>?)\s*)"
-    r"(?:\"(?P<dq>(?:[^\"\\]|\\.)*)\"|'(?P<sq>(?:[^'\\]|\\.|'')*)'|(?P<bare>[^\s\"',;&}\])]+))")
+    r"(?:\"(?P<dq>(?:[^\"\\]|\\.)*)\"|'(?P<sq>(?:[^'\\]|\\.|'')*)'|(?P<bare>[^\s\"',;&{}\[\]()]+))")
 _B64_TOKEN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _PERCENT = re.compile(r"%[0-9A-F]{2}")
 
