@@ -8,10 +8,13 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
 from plugins.module_utils import saasodoo_redact as red
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Quotes, %, @ and spaces: what breaks naive escaping.
 SECRET = "p@ss w'o%rd\"x-Zq81"
@@ -204,3 +207,225 @@ def test_secret_values_survive_a_failing_variable_and_skip_magic_ones():
     })
     assert red.secret_values(variables) == {"Db-Pa55word", "Deep-Api-Key"}
     assert red.env_secret_values({"K8S_AUTH_API_KEY": "Env-Api-Key", "VAULT_PASSWORD_FILE": "/p"}) == {"Env-Api-Key"}
+
+
+def test_plugin_documentation_is_valid_yaml():
+    # Ansible parses it when it loads the plugin: a bad DOCUMENTATION stops every run.
+    import ast
+
+    import yaml
+
+    for path in ("plugins/callback/saasodoo_report.py", "plugins/filter/redaction.py", "plugins/filter/collect_logs.py"):
+        tree = ast.parse((ROOT / path).read_text())
+        doc = next(n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                   and getattr(n.targets[0], "id", "") == "DOCUMENTATION")
+        assert yaml.safe_load(doc)["name"], path
+
+
+# ------------------------------------------------------------------------------------------------
+# The users of the shared redaction: each redacts the whole value before it cuts it.
+# ------------------------------------------------------------------------------------------------
+
+def edge_text(limit: int, secret: str = SECRET, before: int = 6) -> str:
+    """A text whose secret starts `before` characters ahead of a cut at `limit` (marker "..." included)."""
+    return "x" * (limit - 3 - before) + secret + " tail" * 40
+
+
+def test_callback_timeline_evidence_and_markdown_redact_before_they_cut(tmp_path):
+    from datetime import datetime, timezone
+
+    from plugins.callback import saasodoo_report as r
+
+    assert r.redact.__module__ == "saasodoo_redact" and r.redact_text.__module__ == "saasodoo_redact"  # shared code
+    failed = r.timeline_entry("failed", "2026-01-01T10:00:00Z", "PATCH | x", host="localhost", action="command",
+                              result={"msg": edge_text(500)}, secrets={SECRET})
+    assert leaked_prefix(failed["message"]) is None and len(failed["message"]) <= 500, failed["message"]
+    unknown = r.timeline_entry("failed", "2026-01-01T10:00:00Z", "PATCH | x", result={
+        "msg": "y" * 480 + " postgresql://odoo:Unkn0wn-Edge-Pw@db/odoo"})
+    assert leaked_prefix(unknown["message"], "Unkn0wn-Edge-Pw") is None, unknown["message"]
+    diff = r.minimal_diff({"before": {"spec": {"cmd": "a"}}, "after": {"spec": {"cmd": edge_text(r.MAX_VALUE_CHARS)}}},
+                          secrets={SECRET})
+    assert leaked_prefix(json.dumps(diff)) is None, diff
+
+    finding = {"code": "LOGIN_FAILED", "severity": "high", "message": "login refused",
+               "evidence": [edge_text(r.MAX_VALUE_CHARS), "dsn " + b64(SECRET)],
+               "ref": "Deployment/saasodoo/backend"}
+    report = r.build_report({"runbook": "platform_down", "findings": [finding], "remaining": [finding],
+                             "details_blob": edge_text(400), "actions": []},
+                            [failed], {"playbook": "platform_down", "finished": "2026-01-01T10:01:00Z"}, {SECRET})
+    for line in report["evidence"][0]["lines"]:
+        assert leaked_prefix(line) is None and len(line) <= r.MAX_VALUE_CHARS, line
+    markdown = r.render_markdown(report, {SECRET})
+    assert leaked_prefix(markdown) is None
+    # the files, from the raw report: the same
+    json_path, md_path = r.write_report(
+        r.build_report({"runbook": "platform_down", "findings": [finding]}, [], {}, {SECRET}),
+        str(tmp_path), datetime(2026, 1, 1, tzinfo=timezone.utc), {SECRET})
+    for path in (json_path, md_path):
+        text = open(path).read()
+        assert leaked_prefix(text) is None and b64(SECRET, pad=False) not in text, path
+
+
+def test_cli_redacts_failure_messages_before_it_cuts_them():
+    from saasodoo_runbooks import api
+
+    assert leaked_prefix(api._one_line(edge_text(400), 400, {SECRET})) is None
+    assert leaked_prefix(api._one_line("z" * 380 + " redis://:Unkn0wn-Cli-Pw@redis:6379/0", 400), "Unkn0wn-Cli-Pw") is None
+    # a secret holding spaces is recognised before the spaces are squeezed
+    spaced = "tok  en with  two spaces"
+    assert spaced not in api._one_line(f"error: {spaced}!", 400, {spaced}) and "tok en with" not in api._one_line(
+        f"error: {spaced}!", 400, {spaced})
+    message = api.failure_message([], "ERROR! " + edge_text(400), 2, "failed", secrets={SECRET})
+    assert leaked_prefix(message) is None, message
+    assert api.redact({"msg": f"{urllib.parse.quote_plus(SECRET)}"}, {SECRET}) == {"msg": "********"}
+
+
+def test_collect_logs_redacts_whole_lines_reasons_and_events():
+    from plugins.filter import collect_logs as f
+
+    assert leaked_prefix(f._unavailable_reason({"msg": edge_text(400)}, values=[SECRET])) is None
+    reason = f._unavailable_reason({"msg": "w" * 370 + " Authorization: Bearer eyJ.Unkn0wn-Reason-Tok.sig"})
+    assert leaked_prefix(reason, "eyJ.Unkn0wn-Reason-Tok.sig") is None, reason
+    target = {"component": "backend", "namespace": "saasodoo", "pod": "be-1", "container": "backend"}
+    bundle = f.collect_logs_bundle(
+        [{"item": target, "log_lines": ["ERROR " + edge_text(500), "ERROR login " + urllib.parse.quote(SECRET)]}],
+        [{"metadata": {"namespace": "saasodoo"}, "type": "Warning", "reason": "Failed",
+          "involvedObject": {"kind": "Pod", "name": "be-1", "namespace": "saasodoo"},
+          "message": "pull failed:\n" + SECRET, "lastTimestamp": "2026-01-01T10:00:00Z"}],
+        {"error_patterns": ["ERROR"], "redact_values": [SECRET], "max_samples": 5,
+         "window": {"since": "2026-01-01T09:00:00Z", "until": "2026-01-01T11:00:00Z"}})
+    text = json.dumps(bundle)
+    assert leaked_prefix(text) is None and red.MASK in text
+
+
+def test_pg_health_redacts_the_whole_query_text_before_it_cuts_it():
+    import importlib
+    import sys
+
+    from plugins.module_utils import saasodoo_findings
+
+    sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
+    sys.modules.setdefault("ansible.module_utils.saasodoo_redact", red)
+    sys.modules.setdefault("ansible.module_utils.saasodoo_pg", importlib.import_module("plugins.module_utils.saasodoo_pg"))
+    health = importlib.import_module("plugins.modules.saasodoo_pg_health")
+
+    unknown = "Unkn0wn-Query-Pw-1"
+    sql = "/* " + "q" * (health.QUERY_CHARS - 40) + " */ ALTER ROLE odoo PASSWORD '" + unknown + "'"
+    assert leaked_prefix(health.redact_query(sql), unknown) is None, health.redact_query(sql)
+    known = "SELECT 1 /* " + edge_text(health.QUERY_CHARS - len("SELECT 1 /* ")) + " */"
+    assert leaked_prefix(health.redact_query(known, [SECRET])) is None
+    assert len(health.redact_query(known, [SECRET])) <= health.QUERY_CHARS
+    # the SQL reads the whole text; the cut is made in Python, after the redaction
+    assert "left(" not in health.ACTIVITY_SQL_14 + health.ACTIVITY_SQL_10 + health._STAT_STATEMENTS_SQL
+
+    class Conn:
+        def __init__(self, rows):
+            self.rows = rows
+
+    calls = []
+
+    def fake_query(conn, sql, params=None):
+        calls.append(params)
+        return [dict(r) for r in conn.rows]
+
+    original = health.query
+    health.query = fake_query
+    try:
+        rows = health.collect_activity(Conn([{"query": known, "blocked_by": []}]), 160000, [SECRET])
+    finally:
+        health.query = original
+    assert leaked_prefix(rows[0]["query"]) is None and len(rows[0]["query"]) <= health.QUERY_CHARS
+
+
+# ------------------------------------------------------------------------------------------------
+# runbook_report: what set_stats publishes (AWX artifacts, the next workflow node's extra vars)
+# ------------------------------------------------------------------------------------------------
+
+def test_the_report_filter_takes_secrets_from_the_variables_the_environment_and_the_argument():
+    from plugins.filter import redaction as flt
+
+    variables = Lazy({"saasodoo_db_password": SECRET, "broken_password": "BROKEN",
+                      "components": {"backend": {"env": {"KILLBILL_API_KEY": "Kb-Api-Key-1"}}}})
+    report = {"findings": [{"code": "X", "message": f"login {SECRET}", "evidence": [b64("u:" + SECRET), "Kb-Api-Key-1",
+                                                                                      "Env-Only-Secret"]}],
+              "details": {"api_token": "anything", "note": "tokens per second: 5"}}
+    out = flt.known_secrets(variables, ["Extra-Secret-9"], environ={"CI_TOKEN": "Env-Only-Secret"})
+    assert out == {SECRET, "Kb-Api-Key-1", "Extra-Secret-9", "Env-Only-Secret"}
+    clean = red.redact(report, out)
+    assert clean["findings"][0]["message"] == "login ********"
+    assert clean["findings"][0]["evidence"] == ["********"] * 3
+    assert clean["details"] == {"api_token": "********", "note": "tokens per second: 5"}
+    assert flt.FilterModule().filters()["saasodoo_redact"] is flt.saasodoo_redact
+    assert flt.saasodoo_redact({"m": f"x {SECRET}"}, {"db_password": SECRET}) == {"m": "x ********"}
+
+
+def test_the_role_redacts_before_set_stats():
+    import yaml
+
+    tasks = yaml.safe_load((ROOT / "roles" / "runbook_report" / "tasks" / "main.yml").read_text())
+    build = next(t for t in tasks if "runbook_report_result" in (t.get("ansible.builtin.set_fact") or {}))
+    assert "saasodoo_redact(vars)" in build["ansible.builtin.set_fact"]["runbook_report_result"]
+    assert build.get("no_log") is True
+    stats = next(t for t in tasks if "ansible.builtin.set_stats" in t)
+    assert "runbook_report_result" in stats["ansible.builtin.set_stats"]["data"]
+    assert not any("unredacted" in key for t in tasks for key in t.get("ansible.builtin.set_fact") or {}), \
+        "the unredacted report is never stored as a fact"
+
+
+ROLE_PLAYBOOK = """
+- name: A runbook whose report quotes secrets
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    rr_db_password: "SECRET"
+    rr_nested: {db: {api_token: "Nested-T0ken-77"}}
+    rr_broken_password: "{{ undefined_variable_here }}"
+  roles:
+    - role: runbook_report
+      vars:
+        runbook_report_name: rrtest
+        runbook_report_guide_section: Test
+        runbook_report_findings:
+          - code: LOGIN_FAILED
+            severity: high
+            message: "login refused for odoo:{{ rr_db_password }}"
+            evidence:
+              - "dsn=postgresql://odoo:{{ rr_db_password | urlencode }}@db/odoo"
+              - "Authorization: Basic {{ ('odoo:' ~ rr_db_password) | b64encode }}"
+              - "token {{ rr_nested.db.api_token }} and redis://:Unkn0wn-Redis-Pw@redis:6379"
+              - "tokens per second: 5; password policy ok"
+        runbook_report_extra:
+          db_password: "{{ rr_db_password }}"
+          note: "{{ rr_db_password | b64encode }}"
+"""
+
+
+def test_the_role_publishes_a_redacted_report(tmp_path):
+    """runbook_report run by ansible-playbook on localhost (no cluster): set_stats, facts and output hold no secret."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    playbook = tmp_path / "rr.yml"
+    secret = "p@ss w'o%rd-Zq81"  # a double quote would need YAML escaping in the playbook: covered above
+    playbook.write_text(ROLE_PLAYBOOK.replace("SECRET", secret))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+               SAASODOO_REPORT_DIR=str(tmp_path / "reports"), ANSIBLE_NOCOLOR="1")
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output, _end = json.JSONDecoder().raw_decode(done.stdout)
+    tasks = {t["task"]["name"].split(" : ", 1)[-1]: t["hosts"]["localhost"] for p in output["plays"] for t in p["tasks"]}
+    stats = tasks["Publish the report for AWX and ansible-runner"]["ansible_stats"]["data"]["rrtest_report"]
+    finding = stats["findings"][0]
+    assert finding["message"] == "login refused for odoo:********"
+    assert finding["evidence"] == ["dsn=postgresql://odoo:********@db/odoo", "Authorization: Basic ********",
+                                   "token ******** and redis://:********@redis:6379",
+                                   "tokens per second: 5; password policy ok"]
+    assert stats["db_password"] == "********" and stats["note"] == "********"
+    everything = done.stdout + done.stderr + "".join(p.read_text() for p in (tmp_path / "reports").iterdir())
+    for value in (secret, urllib.parse.quote(secret, safe=""), b64(secret), "Nested-T0ken-77", "Unkn0wn-Redis-Pw"):
+        assert value not in everything, value
+    assert leaked_prefix(everything, secret) is None
