@@ -17,6 +17,7 @@ Outcome of a run or a chain, and the exit code a pipeline branches on:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -33,6 +34,14 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import yaml
+
+# The redaction lives in plugins/module_utils/saasodoo_redact.py, shared with the incident report callback,
+# the filters and the modules. This package runs the playbooks of its own checkout (pyproject.toml), so the
+# file is loaded by path from there, as the filter plugins load their module_utils.
+_REDACT_PATH = Path(__file__).resolve().parent.parent / "plugins" / "module_utils" / "saasodoo_redact.py"
+_spec = importlib.util.spec_from_file_location("saasodoo_redact", _REDACT_PATH)
+redaction = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(redaction)
 
 EXIT_HEALTHY = 0
 EXIT_REMEDIATED = 10
@@ -66,10 +75,11 @@ FORBIDDEN = re.compile(r"\(403\)|\b403 forbidden|\bforbidden\b", re.I)
 NO_CREDENTIALS = re.compile(r"invalid kube-config|no configuration found|no kubernetes credentials"
                             r"|service host/port is not set", re.I)
 
-# Same rule as the incident report callback: names that hold secrets, and names that only refer to one.
-SECRET_NAME = re.compile(r"password|passwd|secret|token|api_?key|private_key|routing_key", re.I)
-NOT_SECRET_NAME = re.compile(r"(name|names|ref|file|path|dir)$", re.I)
-MASK = "********"
+# Same rule as the incident report callback (the same code): names that hold secrets, and names that only
+# refer to one.
+SECRET_NAME = redaction.SECRET_NAME
+NOT_SECRET_NAME = redaction.NOT_SECRET_NAME
+MASK = redaction.MASK
 
 
 class UsageError(Exception):
@@ -271,44 +281,21 @@ def parse_extravars(values: Iterable[str] | None, base_dir: str | os.PathLike | 
 # Redaction: what the CLI prints and writes never carries a secret
 # ---------------------------------------------------------------------------------------------
 
-def is_secret_name(name) -> bool:
-    name = str(name)
-    return bool(SECRET_NAME.search(name)) and not NOT_SECRET_NAME.search(name)
+is_secret_name = redaction.is_secret_name
 
 
 def secret_values(*mappings: dict | None) -> set[str]:
     """Values (4+ characters) held under secret-looking names, at any depth of the mappings."""
     found: set[str] = set()
-
-    def visit(name, value):
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                visit(key, sub)
-        elif isinstance(value, (list, tuple)):
-            for sub in value:
-                visit(name, sub)
-        elif isinstance(value, str) and name is not None and is_secret_name(name):
-            text = value.strip()
-            if len(text) >= 4 and text.lower() not in ("true", "false", "yes", "no", "none", "null"):
-                found.add(text)
-
     for mapping in mappings:
-        for key, value in (mapping or {}).items():
-            visit(key, value)
+        found |= redaction.secret_values(mapping or {}, depth=50)
     return found
 
 
-def redact(data, secrets: set[str]):
-    if not secrets:
-        return data
-    if isinstance(data, dict):
-        return {redact(k, secrets): redact(v, secrets) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [redact(v, secrets) for v in data]
-    if isinstance(data, str):
-        for secret in sorted(secrets, key=len, reverse=True):
-            data = data.replace(secret, MASK)
-    return data
+def redact(data, secrets: set[str] | None = None):
+    """data (str, dict, list) with the secrets out: known values in any form, credentials by their shape,
+    values under secret-looking keys."""
+    return redaction.redact(data, secrets or ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,12 +465,14 @@ def explain_failure(messages: list[str], env: dict | None = None) -> str | None:
     return None
 
 
-def _one_line(text, limit: int = 400) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _one_line(text, limit: int = 400, secrets: set[str] | None = None) -> str:
+    """text on one line, at most `limit` characters; redacted whole first, before spaces are squeezed or it is cut."""
+    text = " ".join(redaction.redact_text(str(text or ""), secrets or ()).split())
+    return redaction.cut(text, limit)
 
 
-def failure_message(failures: list[dict], stdout: str, rc: int, status: str, env: dict | None = None) -> str:
+def failure_message(failures: list[dict], stdout: str, rc: int, status: str, env: dict | None = None,
+                    secrets: set[str] | None = None) -> str:
     messages = [f.get("msg") or "" for f in failures]
     if not failures:
         errors = [line for line in stdout.splitlines() if re.match(r"\s*(\[ERROR\]|ERROR!)", line)]
@@ -496,7 +485,7 @@ def failure_message(failures: list[dict], stdout: str, rc: int, status: str, env
     if status == "timeout":
         return "the run timed out"
     if messages and any(messages):
-        return _one_line(next(m for m in messages if m)) + where
+        return _one_line(next(m for m in messages if m), secrets=secrets) + where
     return f"ansible-playbook exited with rc {rc} ({status})"
 
 
@@ -649,7 +638,8 @@ def run_runbook(runbook: str | Step, *, check: bool = False, inventory: str | No
         elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
             res = data.get("res") or {}
             failures.append({"task": str(data.get("task") or "").strip(), "host": data.get("host"),
-                             "msg": _one_line(res.get("msg") or res.get("stderr") or res.get("reason") or kind, 2000)})
+                             "msg": _one_line(res.get("msg") or res.get("stderr") or res.get("reason") or kind, 2000,
+                                              secrets)})
         elif kind == "playbook_on_stats":
             stats["artifacts"] = data.get("artifact_data") or {}
             stats["changed"] = sum((data.get("changed") or {}).values())
@@ -679,7 +669,7 @@ def run_runbook(runbook: str | Step, *, check: bool = False, inventory: str | No
     duration = time.monotonic() - t0
     report = find_report(stats.get("artifacts"), book.name)
     result = step_result(report, rc, status)
-    error = failure_message(failures, stdout, rc, status, merged_env) if result == "failed" else None
+    error = failure_message(failures, stdout, rc, status, merged_env, secrets) if result == "failed" else None
     out = StepResult(step=step, rc=rc, status=status, result=result, changed=stats.get("changed", 0),
                      report=redact(report, secrets), report_files=parse_report_files(stdout, root),
                      duration=duration, started=started, error=redact(error, secrets),

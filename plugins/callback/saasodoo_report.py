@@ -10,6 +10,7 @@ CallbackModule only collects what happens during the run and calls them at the e
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -20,8 +21,17 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
+from pathlib import Path
 
 from ansible.plugins.callback import CallbackBase
+
+# The redaction lives in plugins/module_utils/saasodoo_redact.py, shared with the filters, the modules and
+# saasodoo_runbooks. Loaded by path (resolved: playbooks/callback_plugins is a symlink to this directory):
+# on the controller a callback cannot import `ansible.module_utils.<project file>`.
+_spec = importlib.util.spec_from_file_location(
+    "saasodoo_redact", Path(__file__).resolve().parent.parent / "module_utils" / "saasodoo_redact.py")
+redaction = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(redaction)
 
 DOCUMENTATION = r"""
 name: saasodoo_report
@@ -44,7 +54,10 @@ description:
     sees them; in addition, every value of a variable (or nested key) whose name matches
     C(password|passwd|secret|token|api_key|apikey|private_key|routing_key) (names ending in C(name), C(ref),
     C(file), C(path), C(dir) excepted), every such environment variable, and the notification URLs and
-    routing key are replaced with C(********) wherever they appear in the report.
+    routing key are replaced with C(********) wherever they appear in the report, also URL-encoded,
+    escaped or base64-encoded; credentials are hidden by their shape even when their value is unknown
+    (C(scheme://user:pw@), C(Authorization) headers (Basic, Bearer), C(password=...), C(PASSWORD '...')).
+    A value is redacted whole before it is shortened.
   - Optionally notifies a generic JSON webhook, a Slack-compatible incoming webhook and the PagerDuty Events
     API v2 when the urgency is at least O(notify_min_level). A failed notification never fails the run; it
     is reported as a warning and recorded in the report's C(notifications). URLs and the routing key are
@@ -146,22 +159,13 @@ options:
 """
 
 SCHEMA_VERSION = 1
-MASK = "********"
+MASK = redaction.MASK
 LEVELS = ("none", "medium", "high", "critical")
 ESCALATE = {"critical": "immediately", "high": "within 2 hours", "medium": "within 24 hours", "none": ""}
 PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "none": "info"}
 SEVERITIES = ("critical", "high", "medium", "low")
 RESULTS = ("healthy", "remediated", "needs_human", "failed")
 
-# Names of variables whose values are secrets, and names that only refer to a secret.
-SECRET_NAME = re.compile(r"password|passwd|secret|token|api_?key|private_key|routing_key", re.I)
-NOT_SECRET_NAME = re.compile(r"(name|names|ref|file|path|dir)$", re.I)
-MIN_SECRET_LENGTH = 4
-NOT_SECRET_VALUES = {"true", "false", "yes", "no", "none", "null"}
-# Magic and lazy variables: never walked (hostvars would template the whole inventory).
-SKIP_VARS = {"hostvars", "vars", "groups", "group_names", "omit", "play_hosts", "ansible_play_hosts",
-             "ansible_play_hosts_all", "ansible_play_batch", "environment", "role_names",
-             "ansible_role_names", "ansible_dependent_role_names", "ansible_play_role_names"}
 # Object fields that change on every write and say nothing about what the runbook did.
 NOISE_PATHS = re.compile(r"^metadata\.(managedFields|resourceVersion|generation|uid|creationTimestamp)\b")
 MAX_TIMELINE = 1000
@@ -178,11 +182,13 @@ def iso(moment):
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _short(value, limit=MAX_VALUE_CHARS):
+def _short(value, limit=MAX_VALUE_CHARS, secrets=()):
+    """value as text of at most `limit` characters, redacted whole before it is cut."""
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if not isinstance(value, str):
+        value = json.dumps(redaction.redact(value, secrets), sort_keys=True, default=str)
+    return redaction.shorten(value, limit, secrets)
 
 
 def plain(data):
@@ -194,87 +200,12 @@ def plain(data):
 # Redaction
 # --------------------------------------------------------------------------------------------
 
-def is_secret_name(name):
-    name = str(name)
-    return bool(SECRET_NAME.search(name)) and not NOT_SECRET_NAME.search(name)
-
-
-def _secret_value(value):
-    if not isinstance(value, str):
-        return None
-    value = str(value).strip()
-    if len(value) < MIN_SECRET_LENGTH or value.lower() in NOT_SECRET_VALUES:
-        return None
-    return value
-
-
-def secret_values(variables, render=None, depth=6):
-    """Values of the (nested) variables whose names say they are secrets.
-
-    `render` turns a templated string into its value (None: templates are skipped); it may raise.
-    """
-    found = set()
-
-    def visit(name, value, level):
-        if level > depth:
-            return
-        if isinstance(value, dict):
-            for key, sub in value.items():
-                visit(key, sub, level + 1)
-        elif isinstance(value, (list, tuple)):
-            for sub in value:
-                visit(name, sub, level + 1)
-        elif isinstance(value, str) and name is not None and is_secret_name(name):
-            text = str(value)
-            if "{{" in text or "{%" in text:
-                if render is None:
-                    return
-                try:
-                    text = render(value)
-                except Exception:  # an undefined or failing template says nothing about secrets
-                    return
-                if not isinstance(text, str):
-                    text = str(text) if isinstance(text, (int, float)) and not isinstance(text, bool) else None
-            secret = _secret_value(text)
-            if secret and "{{" not in secret:
-                found.add(secret)
-
-    for key, value in (variables or {}).items():
-        if key in SKIP_VARS or not isinstance(value, (str, dict, list, tuple)):
-            continue
-        visit(key, value, 0)
-    return found
-
-
-def env_secret_values(environ):
-    """Values of environment variables whose names say they are secrets (AWX credentials, CI secrets)."""
-    return {v for k, v in (environ or {}).items() if is_secret_name(k) and _secret_value(v)}
-
-
-def redact_text(text, secrets):
-    for secret in sorted(secrets or (), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
-
-
-def redact(data, secrets):
-    """A copy of data with every secret value replaced, and values under secret-looking keys masked."""
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            key = redact_text(str(key), secrets)
-            if is_secret_name(key) and isinstance(value, (str, int, float)) and not isinstance(value, bool) \
-                    and value not in ("", None):
-                out[key] = MASK
-            else:
-                out[key] = redact(value, secrets)
-        return out
-    if isinstance(data, (list, tuple)):
-        return [redact(v, secrets) for v in data]
-    if isinstance(data, str):
-        return redact_text(data, secrets)
-    return data
+# One implementation for the whole project: plugins/module_utils/saasodoo_redact.py.
+is_secret_name = redaction.is_secret_name
+secret_values = redaction.secret_values
+env_secret_values = redaction.env_secret_values
+redact_text = redaction.redact_text
+redact = redaction.redact
 
 
 def mask_url(url):
@@ -302,7 +233,7 @@ def _flatten(data, prefix=""):
     return {prefix: data}
 
 
-def minimal_diff(diff, kind=None):
+def minimal_diff(diff, kind=None, secrets=()):
     """{'before': {path: value}, 'after': {path: value}} from a module's diff; None when there is none.
 
     Only the fields that differ, without bookkeeping fields; values are shortened. The data of a
@@ -326,11 +257,11 @@ def minimal_diff(diff, kind=None):
         paths = paths[:MAX_DIFF_PATHS]
         if not paths:
             return None
-        return {"before": {p: _short(flat_before.get(p)) for p in paths},
-                "after": {p: _short(flat_after.get(p)) for p in paths}}
+        return {"before": {p: _short(flat_before.get(p), secrets=secrets) for p in paths},
+                "after": {p: _short(flat_after.get(p), secrets=secrets) for p in paths}}
     if before == after:
         return None
-    return {"before": _short(before), "after": _short(after)}
+    return {"before": _short(before, secrets=secrets), "after": _short(after, secrets=secrets)}
 
 
 def k8s_object(result):
@@ -344,23 +275,28 @@ def k8s_object(result):
     return {"kind": obj.get("kind"), "name": meta.get("name"), "namespace": meta.get("namespace")}
 
 
-def timeline_entry(event, at, task, host=None, action=None, result=None, item=None):
-    """One line of the timeline; `result` is the task's result dict (already censored by Ansible)."""
+def timeline_entry(event, at, task, host=None, action=None, result=None, item=None, secrets=()):
+    """One line of the timeline; `result` is the task's result dict (already censored by Ansible).
+
+    Every text is redacted (with `secrets` and by shape) before it is shortened.
+    """
     result = result or {}
-    entry = {"at": at, "event": event, "task": task, "host": host, "action": action,
+    entry = {"at": at, "event": event, "task": redact_text(task, secrets) if task is not None else None,
+             "host": host, "action": action,
              "changed": bool(result.get("changed")) if event != "task_start" else None,
-             "item": _short(item, 120) if item is not None else None,
+             "item": _short(item, 120, secrets) if item is not None else None,
              "object": None, "before": None, "after": None, "message": None}
     if result.get("censored") or result.get("_ansible_no_log"):
         entry["message"] = "output hidden (no_log)"
         return entry
     if action and ("kubernetes.core" in action or action.startswith("k8s")):
         entry["object"] = k8s_object(result)
-        change = minimal_diff(result.get("diff"), (entry["object"] or {}).get("kind"))
+        change = minimal_diff(result.get("diff"), (entry["object"] or {}).get("kind"), secrets)
         if change:
             entry["before"], entry["after"] = change["before"], change["after"]
     if event in ("failed", "unreachable"):
-        entry["message"] = _short(result.get("msg") or result.get("stderr") or result.get("reason") or "", 500)
+        entry["message"] = _short(result.get("msg") or result.get("stderr") or result.get("reason") or "", 500,
+                                  secrets)
     return entry
 
 
@@ -440,8 +376,8 @@ MEASUREMENTS = (
 )
 
 
-def evidence_of(finding):
-    """{'code', 'ref', 'lines', 'measurements'} for one finding (list or dict evidence)."""
+def evidence_of(finding, secrets=()):
+    """{'code', 'ref', 'lines', 'measurements'} for one finding (list or dict evidence), lines redacted then cut."""
     raw = finding.get("evidence")
     lines, measurements = [], {}
     if isinstance(raw, dict):
@@ -451,11 +387,11 @@ def evidence_of(finding):
             elif isinstance(value, bool) or value is None:
                 measurements[str(key)] = value
             else:
-                lines.append("%s: %s" % (key, MASK if is_secret_name(key) and value else _short(value)))
+                lines.append("%s: %s" % (key, MASK if is_secret_name(key) and value else _short(value, secrets=secrets)))
     elif isinstance(raw, (list, tuple)):
-        lines = [str(_short(line)) for line in raw]
+        lines = [str(_short(line, secrets=secrets)) for line in raw]
     elif raw:
-        lines = [str(_short(raw))]
+        lines = [str(_short(raw, secrets=secrets))]
     for line in lines:
         for pattern, names in MEASUREMENTS:
             match = pattern.search(line)
@@ -597,13 +533,15 @@ def details_of(report):
             "runbook": extra}
 
 
-def build_report(runbook_report, timeline=None, run=None):
+def build_report(runbook_report, timeline=None, run=None, secrets=()):
     """The incident report (schema_version 1) from the runbook's published report and the run.
 
     run: {'playbook', 'started', 'finished', 'check_mode', 'failed', 'failures': [str], 'stats_key'}
+    The inputs are redacted (with `secrets` and by shape) before anything is shortened.
     """
-    run = run or {}
-    rb = runbook_report or {}
+    rb = redact(runbook_report or {}, secrets)
+    timeline = redact(list(timeline or []), secrets)
+    run = redact(run or {}, secrets)
     failed = bool(run.get("failed"))
     runbook = rb.get("runbook") or run.get("playbook") or "runbook"
     result = run_result(rb, failed)
@@ -615,7 +553,7 @@ def build_report(runbook_report, timeline=None, run=None):
         "description": describe(rb, runbook, result, run.get("failures")),
         "impact": impact(rb),
         "steps_taken": steps_taken(rb, timeline, result),
-        "evidence": [evidence_of(f) for f in findings],
+        "evidence": [evidence_of(f, secrets) for f in findings],
         "timeline": list(timeline or []),
         "findings": findings,
         "remaining": rb.get("remaining") or [],
@@ -635,8 +573,11 @@ def _md(text):
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report):
-    """The report as Markdown, one heading per item of the guide's "Information to Include"."""
+def render_markdown(report, secrets=()):
+    """The report as Markdown, one heading per item of the guide's "Information to Include".
+
+    Shortened values are redacted (with `secrets` and by shape) before they are cut.
+    """
     u = report["urgency"]
     imp = report["impact"]
     lines = ["# Incident report: %s%s" % (report["runbook"],
@@ -665,8 +606,8 @@ def render_markdown(report):
         if step.get("after"):
             lines.append("   - after: %s" % step["after"])
         if step.get("changes"):
-            lines.append("   - changed: `%s` -> `%s`" % (_short(step["changes"]["before"], 200),
-                                                        _short(step["changes"]["after"], 200)))
+            lines.append("   - changed: `%s` -> `%s`" % (_short(step["changes"]["before"], 200, secrets),
+                                                        _short(step["changes"]["after"], 200, secrets)))
     if not report["steps_taken"]:
         lines.append("None.")
     lines += ["", "## Logs and Evidence", ""]
@@ -688,14 +629,14 @@ def render_markdown(report):
         lines += ["- Left alone: %s: %s" % (s.get("ref", "?"), s.get("why", "")) if isinstance(s, dict)
                   else "- Left alone: %s" % s for s in details.get("left_alone") or []]
         for key, value in sorted((details.get("runbook") or {}).items()):
-            lines.append("- %s: `%s`" % (key, _short(value, 400)))
+            lines.append("- %s: `%s`" % (key, _short(value, 400, secrets)))
         lines.append("")
     lines += ["## Timeline", "", "| at | event | task | host | object | change |", "|---|---|---|---|---|---|"]
     for e in report["timeline"]:
         obj = e.get("object") or {}
         change = ""
         if e.get("before") is not None or e.get("after") is not None:
-            change = "%s -> %s" % (_short(e.get("before"), 120), _short(e.get("after"), 120))
+            change = "%s -> %s" % (_short(e.get("before"), 120, secrets), _short(e.get("after"), 120, secrets))
         elif e.get("message"):
             change = e["message"]
         lines.append("| %s | %s | %s | %s | %s | %s |" % (
@@ -876,7 +817,7 @@ def write_report(report, report_dir, finished, secrets):
     json_path, md_path = report_paths(report_dir, report["runbook"], finished)
     clean = redact(report, secrets)
     json_text = redact_text(json.dumps(clean, indent=2, sort_keys=True, default=str) + "\n", secrets)
-    md_text = redact_text(render_markdown(clean) + "\n", secrets)
+    md_text = redact_text(render_markdown(clean, secrets) + "\n", secrets)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", report["runbook"]) or "runbook"
     latest = os.path.join(report_dir, safe + "-latest")
     for path, text in ((json_path, json_text), (md_path, md_text),
@@ -944,9 +885,21 @@ class CallbackModule(CallbackBase):
             self._display.warning("saasodoo_report: could not read the play's variables for redaction: %s"
                                   % type(exc).__name__)
 
+    def _known_secrets(self):
+        """The values to hide: the play's and the environment's secrets, the notification URLs and key."""
+        secrets = set(self._secrets)
+        for name in ("notify_webhook_url", "notify_slack_url", "notify_pagerduty_routing_key"):
+            try:
+                value = self.get_option(name)
+            except Exception:  # options not set yet (unit tests)
+                value = None
+            if value:
+                secrets.add(str(value))
+        return secrets
+
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._add(timeline_entry("task_start", iso(utc_now()), task.get_name().strip(),
-                                 action=getattr(task, "action", None)))
+                                 action=getattr(task, "action", None), secrets=self._known_secrets()))
 
     def v2_playbook_on_handler_task_start(self, task):
         self.v2_playbook_on_task_start(task, False)
@@ -960,7 +913,7 @@ class CallbackModule(CallbackBase):
             label = data.get("_ansible_item_label", data.get("item"))
         entry = timeline_entry(event, iso(utc_now()), result.task_name or result._task.get_name(),
                                host=result._host.get_name(), action=getattr(result._task, "action", None),
-                               result=data, item=label)
+                               result=data, item=label, secrets=self._known_secrets())
         self._add(plain(entry))
         if event in ("failed", "unreachable") and not item:
             self._failures.append("%s on %s: %s" % (entry["task"], entry["host"], entry["message"] or event))
@@ -1013,9 +966,10 @@ class CallbackModule(CallbackBase):
         for name in ("notify_webhook_url", "notify_slack_url", "notify_pagerduty_routing_key"):
             if options.get(name):
                 secrets.add(str(options[name]))
+        # build_report redacts its inputs before it shortens anything; the result is redacted once more.
         report = build_report(runbook_report, self._timeline, {
             "playbook": self._playbook, "started": iso(self._started), "finished": iso(finished),
-            "check_mode": check_mode, "failed": failed, "failures": self._failures, "stats_key": key})
+            "check_mode": check_mode, "failed": failed, "failures": self._failures, "stats_key": key}, secrets)
         report = redact(report, secrets)
         report_dir = self.get_option("report_dir") or default_report_dir()
         try:

@@ -6,9 +6,11 @@ unit-tested without a cluster (tests/unit/test_collect_logs.py).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 DOCUMENTATION = """
 name: collect_logs
@@ -22,7 +24,16 @@ description:
   - C(collect_logs_findings) gives the runbook's low-severity observations from a bundle's index.
 """
 
+# The redaction lives in plugins/module_utils/saasodoo_redact.py, shared with the incident report and the
+# modules. Loaded by path: on the controller a filter plugin cannot import `ansible.module_utils.<project file>`.
+_spec = importlib.util.spec_from_file_location(
+    "saasodoo_redact", Path(__file__).resolve().parent.parent / "module_utils" / "saasodoo_redact.py")
+redaction = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(redaction)
+
 SEVERITIES = ["debug", "info", "warning", "error"]
+MAX_SAMPLE_CHARS = 500
+MAX_REASON_CHARS = 400
 _MESSAGE = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -106,26 +117,27 @@ def line_severity(line, severity_patterns):
     return "info"
 
 
-def redact(text, patterns, values):
-    """Secrets out of a line: regexes (the match, or its group 'secret' when it has one) and literal values."""
-    for value in values or []:
-        if value and len(str(value)) >= 4:
-            text = text.replace(str(value), "********")
-    for rx in patterns:
+def redact(text, patterns=(), values=()):
+    """Secrets out of a whole line (before it is cut anywhere): the literal values in any form and every
+    credential-shaped part (the project's shared redaction), then the inventory's own regexes (the match,
+    or its group 'secret' when it has one)."""
+    text = redaction.redact_text(text, [str(v) for v in values or [] if v])
+    for rx in patterns or ():
         if "secret" in rx.groupindex:
-            text = rx.sub(lambda m: m.group(0)[:m.start("secret") - m.start(0)] + "********"
+            text = rx.sub(lambda m: m.group(0)[:m.start("secret") - m.start(0)] + redaction.MASK
                           + m.group(0)[m.end("secret") - m.start(0):], text)
         else:
-            text = rx.sub("********", text)
+            text = rx.sub(redaction.MASK, text)
     return text
 
 
-def _unavailable_reason(result):
+def _unavailable_reason(result, patterns=(), values=()):
+    """Why a log could not be read: the API's message, redacted whole, then squeezed and cut."""
     msg = str(result.get("msg") or result.get("exception") or "no log returned")
     found = _MESSAGE.findall(msg)
     reason = found[-1] if found else msg
-    reason = reason.replace('\\"', '"').replace("\\\\", "\\")
-    return re.sub(r"\s+", " ", reason).strip()[:400]
+    reason = redact(reason.replace('\\"', '"').replace("\\\\", "\\"), patterns, values)
+    return re.sub(r"\s+", " ", reason).strip()[:MAX_REASON_CHARS]
 
 
 def _event_time(event):
@@ -187,8 +199,8 @@ def collect_logs_bundle(log_results, events, options):
         path = f"logs/{target.get('namespace')}/{target.get('pod')}/{target.get('container')}.log"
         entry = dict(target)
         if "log_lines" not in result or result.get("failed") or result.get("skipped"):
-            entry.update(available=False, reason=f"logs unavailable: {_unavailable_reason(result)}", file=None,
-                         lines_total=0, lines_kept=0, by_severity={})
+            entry.update(available=False, reason=f"logs unavailable: {_unavailable_reason(result, red_rx, red_values)}",
+                         file=None, lines_total=0, lines_kept=0, by_severity={})
             logs_index.append(entry)
             continue
         kept, counts = [], {level: 0 for level in SEVERITIES}
@@ -201,7 +213,8 @@ def collect_logs_bundle(log_results, events, options):
                 if rx.search(line):
                     matches[pattern]["count"] += 1
                     if len(matches[pattern]["samples"]) < max_samples:
-                        matches[pattern]["samples"].append({"source": path, "line": line[:500]})
+                        # the line is already redacted whole: cutting it cannot leave a secret's prefix
+                        matches[pattern]["samples"].append({"source": path, "line": line[:MAX_SAMPLE_CHARS]})
             if SEVERITIES.index(level) >= min_level:
                 kept.append(line)
         entry.update(available=True, reason=None, file=path if kept else None, lines_total=len(lines),
@@ -229,8 +242,9 @@ def collect_logs_bundle(log_results, events, options):
         if services and component not in services:
             continue
         obj = event.get("involvedObject") or event.get("regarding") or {}
-        message = redact(re.sub(r"\s+", " ", str(event.get("message") or event.get("note") or "")).strip(),
-                         red_rx, red_values)
+        # redacted before the spaces are squeezed: a secret holding spaces or newlines is still recognised
+        message = re.sub(r"\s+", " ", redact(str(event.get("message") or event.get("note") or ""),
+                                              red_rx, red_values)).strip()
         kept_events.append({
             "time": _iso(moment) if moment else None, "namespace": ns, "type": etype,
             "reason": event.get("reason") or "", "object": f"{obj.get('kind')}/{obj.get('name')}",

@@ -26,6 +26,7 @@ import time
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError
+from ansible.module_utils.saasodoo_redact import redact_text
 
 psycopg = None
 PSYCOPG_IMPORT_ERROR = None
@@ -107,11 +108,9 @@ def endpoint(params):
 
 
 def redact(text, secret):
-    """Remove a secret from a text (defence in depth: libpq never echoes the password)."""
-    text = "%s" % (text,)
-    if secret and len(secret) >= 3:
-        text = text.replace(secret, "********")
-    return text
+    """Remove a secret (in any form) and credential-shaped parts from a text (defence in depth: libpq never
+    echoes the password)."""
+    return redact_text("%s" % (text,), [secret] if secret else (), min_length=3)
 
 
 def classify_connect_error(text):

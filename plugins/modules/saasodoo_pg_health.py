@@ -132,7 +132,8 @@ attributes:
     support: full
     description: The module only reads; check mode returns the same result.
 notes:
-  - Query texts are truncated to 200 characters and C(PASSWORD '...') literals in them are masked.
+  - Query texts are read whole, redacted (C(PASSWORD '...') literals, credentials in URLs and C(key=value) pairs,
+    the login password) and only then cut to 200 characters, so a secret at the cut leaves nothing behind.
   - The module's own session counts in C(connections) but is excluded from the other checks.
 seealso:
   - name: Troubleshooting guide, Database Issues
@@ -390,6 +391,7 @@ from ansible.module_utils.saasodoo_pg import (
     query_one,
     query_value,
 )
+from ansible.module_utils.saasodoo_redact import shorten
 
 CHECKS = ["connections", "long_queries", "idle_in_transaction", "locks", "slow_statements", "cache_hit_ratio",
           "dead_tuples", "sizes", "disk", "replication", "settings"]
@@ -397,7 +399,7 @@ ACTIVITY_CHECKS = ("connections", "long_queries", "idle_in_transaction", "locks"
 IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
 CLIENT_BACKEND = "client backend"
 
-QUERY_CHARS = 200          # query texts are cut to this many characters
+QUERY_CHARS = 200          # query texts are cut to this many characters, after they are redacted whole
 LIST_LIMIT = 20            # rows kept in returned lists
 EVIDENCE_LIMIT = 10        # rows kept in a finding's evidence
 EXHAUSTED_PERCENT = 95.0   # connection usage that is critical whatever the threshold
@@ -467,14 +469,16 @@ def round_setting_bytes(n):
     return max(MIB, n // MIB * MIB)
 
 
-_PASSWORD_LITERAL = re.compile(r"(?i)(password\s*=?\s*)'(?:[^']|'')*'")
-
-
-def redact_query(text):
-    """Mask PASSWORD '...' literals in a query text."""
+def redact_query(text, secrets=()):
+    """A query text redacted whole (PASSWORD literals, credentials, the known `secrets`), then cut to QUERY_CHARS."""
     if not text:
         return text
-    return _PASSWORD_LITERAL.sub(r"\1'********'", text)
+    return shorten(text, QUERY_CHARS, secrets)
+
+
+def _secrets(params):
+    """The known secret values a query text may hold: the login password."""
+    return [params["login_password"]] if params.get("login_password") else []
 
 
 def _one_line(text, limit=80):
@@ -1060,7 +1064,7 @@ SELECT a.pid,
        extract(epoch FROM now() - a.xact_start)::float8 AS xact_seconds,
        extract(epoch FROM now() - a.query_start)::float8 AS query_seconds,
        extract(epoch FROM now() - a.state_change)::float8 AS state_seconds,
-       left(a.query, %(chars)s) AS query,
+       a.query,
        CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) ELSE '{}'::int[] END AS blocked_by,
        {lock_wait} AS lock_wait_seconds
 FROM pg_stat_activity a
@@ -1083,7 +1087,7 @@ WHERE e.extname = 'pg_stat_statements'
 _STAT_STATEMENTS_SQL = """
 SELECT s.queryid::text AS queryid, r.rolname AS "user", d.datname AS database, s.calls::bigint AS calls,
        s.{mean}::float8 AS mean_ms, s.{max}::float8 AS max_ms, s.{total}::float8 AS total_ms,
-       s.rows::bigint AS row_count, left(s.query, %(chars)s) AS query
+       s.rows::bigint AS row_count, s.query
 FROM {schema}.pg_stat_statements s
 LEFT JOIN pg_roles r ON r.oid = s.userid
 LEFT JOIN pg_database d ON d.oid = s.dbid
@@ -1160,17 +1164,18 @@ def collect_server(conn):
     return server
 
 
-def collect_activity(conn, version_num):
+def collect_activity(conn, version_num, secrets=()):
     sql = ACTIVITY_SQL_14 if (version_num or 0) >= 140000 else ACTIVITY_SQL_10
-    rows = query(conn, sql, {"chars": QUERY_CHARS})
+    # The whole text (the server keeps at most track_activity_query_size bytes): redacted, then cut.
+    rows = query(conn, sql)
     for r in rows:
-        r["query"] = redact_query(r.get("query"))
+        r["query"] = redact_query(r.get("query"), secrets)
         r["blocked_by"] = [p for p in (r.get("blocked_by") or [])]
     return rows
 
 
-def collect_stat_statements(conn, version_num, threshold_ms):
-    """(info, statements) from pg_stat_statements in the current database."""
+def collect_stat_statements(conn, version_num, threshold_ms, secrets=()):
+    """(info, statements) from pg_stat_statements in the current database; query texts redacted, then cut."""
     ext = query_one(conn, STAT_STATEMENTS_EXTENSION_SQL)
     if not ext:
         return {"installed": False, "version": None, "schema": None,
@@ -1184,7 +1189,7 @@ def collect_stat_statements(conn, version_num, threshold_ms):
     for key, column in columns.items():
         sql = sql.replace("{%s}" % key, column)
     try:
-        rows = query(conn, sql, {"chars": QUERY_CHARS, "ms": float(threshold_ms), "limit": LIST_LIMIT})
+        rows = query(conn, sql, {"ms": float(threshold_ms), "limit": LIST_LIMIT})
     except PSYCOPG_ERRORS as e:
         if is_closed(conn):
             raise
@@ -1192,7 +1197,7 @@ def collect_stat_statements(conn, version_num, threshold_ms):
         info.update({"installed": False, "reason": error_text(e)})
         return info, []
     for r in rows:
-        r["query"] = redact_query(r.get("query"))
+        r["query"] = redact_query(r.get("query"), secrets)
     return info, rows
 
 
@@ -1303,7 +1308,7 @@ def diagnose(params, checks):
         activity, activity_error = [], []
         if any(c in checks for c in ACTIVITY_CHECKS):
             try:
-                activity = collect_activity(conn, version_num)
+                activity = collect_activity(conn, version_num, _secrets(params))
             except PSYCOPG_ERRORS as e:
                 if is_closed(conn):
                     raise
@@ -1336,7 +1341,7 @@ def diagnose(params, checks):
             findings.extend(f)
 
         def slow_statements():
-            info, rows = collect_stat_statements(conn, version_num, params["slow_statement_ms"])
+            info, rows = collect_stat_statements(conn, version_num, params["slow_statement_ms"], _secrets(params))
             result["pg_stat_statements"] = info
             result["slow_statements"], f = analyse_slow_statements(info, rows, params["slow_statement_ms"],
                                                                    server.get("database"))

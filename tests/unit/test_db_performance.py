@@ -15,11 +15,12 @@ from ansible.plugins.loader import fragment_loader
 from ansible.utils.plugin_docs import get_docstring
 
 from plugins.filter import db_performance as f
-from plugins.module_utils import saasodoo_findings, saasodoo_pg_tuning as tuning
+from plugins.module_utils import saasodoo_findings, saasodoo_redact, saasodoo_pg_tuning as tuning
 
 # Ansible imports a module's custom module_utils as ansible.module_utils.<name>; alias them the
 # same way before importing the ones that import others.
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
+sys.modules.setdefault("ansible.module_utils.saasodoo_redact", saasodoo_redact)
 sys.modules.setdefault("ansible.module_utils.saasodoo_pg", importlib.import_module("plugins.module_utils.saasodoo_pg"))
 pgb = importlib.import_module("plugins.module_utils.saasodoo_pgbouncer")
 sys.modules.setdefault("ansible.module_utils.saasodoo_pgbouncer", pgb)

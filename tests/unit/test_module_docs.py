@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plugins.module_utils import saasodoo_findings
+from plugins.module_utils import saasodoo_findings, saasodoo_redact
 
 # The shared argument specs, imported the way Ansible imports module_utils.
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
+sys.modules.setdefault("ansible.module_utils.saasodoo_redact", saasodoo_redact)
 pg_utils = importlib.import_module("plugins.module_utils.saasodoo_pg")
 k8s_utils = importlib.import_module("plugins.module_utils.saasodoo_k8s")
 

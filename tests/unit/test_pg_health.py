@@ -19,9 +19,10 @@ from ansible.utils.plugin_docs import get_docstring
 
 # Ansible imports a module's custom module_utils as ansible.module_utils.<name>; alias them the
 # same way before importing the module.
-from plugins.module_utils import saasodoo_findings
+from plugins.module_utils import saasodoo_findings, saasodoo_redact
 
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
+sys.modules.setdefault("ansible.module_utils.saasodoo_redact", saasodoo_redact)
 pg = importlib.import_module("plugins.module_utils.saasodoo_pg")
 sys.modules.setdefault("ansible.module_utils.saasodoo_pg", pg)
 health = importlib.import_module("plugins.modules.saasodoo_pg_health")

@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from plugins.module_utils import saasodoo_findings
+from plugins.module_utils import saasodoo_findings, saasodoo_redact
 
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
+sys.modules.setdefault("ansible.module_utils.saasodoo_redact", saasodoo_redact)
 pg = importlib.import_module("plugins.module_utils.saasodoo_pg")
 sys.modules.setdefault("ansible.module_utils.saasodoo_pg", pg)
 integrity = importlib.import_module("plugins.modules.saasodoo_pg_integrity")

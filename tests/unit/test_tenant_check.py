@@ -18,11 +18,12 @@ import yaml
 from ansible.plugins.loader import fragment_loader
 from ansible.utils.plugin_docs import get_docstring
 
-from plugins.module_utils import saasodoo_findings
+from plugins.module_utils import saasodoo_findings, saasodoo_redact
 
 # The module imports its helpers as Ansible ships them (ansible.module_utils.<name>); outside
 # Ansible, point those names at the project's files before loading it.
 sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findings)
+sys.modules.setdefault("ansible.module_utils.saasodoo_redact", saasodoo_redact)
 from plugins.module_utils import saasodoo_k8s as k8s  # noqa: E402
 from plugins.module_utils import saasodoo_k8s_health as k8s_health  # noqa: E402
 from plugins.module_utils import saasodoo_pg as pg  # noqa: E402
