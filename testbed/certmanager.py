@@ -51,7 +51,7 @@ def module_version() -> str:
 
 def crd_dir() -> Path:
     """deploy/crds of the module version build.sh downloaded (GOMODCACHE as build.sh sets it)."""
-    modcache = Path(os.environ.get("GOMODCACHE_OVERRIDE", cluster.CACHE / "go" / "mod"))
+    modcache = cluster.GO_MODCACHE
     path = modcache / "github.com" / "cert-manager" / f"cert-manager@{module_version()}" / "deploy" / "crds"
     if not path.is_dir():
         raise cluster.TestbedError(f"{path} is missing: build cert-manager first (testbed/build.sh)")

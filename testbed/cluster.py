@@ -35,6 +35,12 @@ LOGS = RUN / "logs"
 ETCD_DATA = RUN / "etcd"
 KUBECONFIG = CACHE / "kubeconfig"
 KWOK_CONFIG = HERE / "kwok" / "kwok.yaml"
+# The per-machine cache testbed/build.sh keeps (Go module and build caches, built binaries), so
+# a new clone on the same machine builds nothing; the CRDs of kwok and cert-manager are read
+# from the module cache.
+MACHINE_CACHE = Path(os.environ.get("TESTBED_MACHINE_CACHE")
+                     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "saasodoo-testbed")
+GO_MODCACHE = Path(os.environ.get("GOMODCACHE_OVERRIDE") or MACHINE_CACHE / "go" / "mod")
 
 HOST = "127.0.0.1"
 # TESTBED_PORT_OFFSET moves every port, so a second test bed (another checkout, another

@@ -84,7 +84,7 @@ def crd_dir() -> Path:
     match = re.search(r"^\s*(?:require\s+)?sigs\.k8s\.io/kwok (v\S+)", GO_MOD.read_text(), re.M)
     if not match:
         raise KwokLogsError(f"cannot find the kwok version in {GO_MOD}")
-    modcache = Path(os.environ.get("GOMODCACHE_OVERRIDE", cluster.CACHE / "go" / "mod"))
+    modcache = cluster.GO_MODCACHE
     path = modcache / "sigs.k8s.io" / f"kwok@{match.group(1)}" / "kustomize" / "crd" / "bases"
     if not path.is_dir():
         raise KwokLogsError(f"{path} is missing: build the test bed first (testbed/build.sh)")
