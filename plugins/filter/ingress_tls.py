@@ -174,7 +174,7 @@ def ingress_trusted_cas(secrets, issuers=None):
 def ingress_certificate_missing(ref):
     """The inspection entry of a Certificate ({name, namespace}) that does not exist."""
     return {"ref": "Certificate/%s/%s" % (ref.get("namespace"), ref.get("name")), "kind": "Certificate",
-            "name": ref.get("name"), "namespace": ref.get("namespace"), "secret": None, "managed": False,
+            "name": ref.get("name"), "namespace": ref.get("namespace"), "secret_name": None, "managed": False,
             "state": "missing", "reasons": ["Certificate %s/%s does not exist" % (ref.get("namespace"), ref.get("name"))],
             "dns_names": [], "ip_addresses": [], "serial": None, "not_after": None, "days_left": None}
 
@@ -314,7 +314,7 @@ def ingress_tls_findings(traefik=None, routes=None, certificates=None, handshake
             code, severity = CERT_CODES[entry["state"]]
             evidence = list(entry.get("reasons") or [])
             if entry.get("serial"):
-                evidence.append("Secret %s/%s: serial %s, not after %s" % (entry.get("namespace"), entry.get("secret"),
+                evidence.append("Secret %s/%s: serial %s, not after %s" % (entry.get("namespace"), entry.get("secret_name"),
                                                                          entry.get("serial"), entry.get("not_after")))
             if entry["state"] == "missing":
                 findings.append(_finding(code, severity, "certificate %s does not exist: nothing issues or renews its "
@@ -357,9 +357,9 @@ def ingress_tls_findings(traefik=None, routes=None, certificates=None, handshake
         elif (backing is not None and backing.get("state") == "valid" and backing.get("serial")
               and backing["serial"] != hs.get("serial")):
             findings.append(_finding("TLS_SERVED_CERT_STALE", "high", "%s does not serve the certificate of %s (Secret "
-                                     "%s)" % (where, backing["ref"], backing.get("secret")),
+                                     "%s)" % (where, backing["ref"], backing.get("secret_name")),
                                      ["Secret %s/%s: serial %s, not after %s" % (backing.get("namespace"),
-                                                                                backing.get("secret"),
+                                                                                backing.get("secret_name"),
                                                                                 backing["serial"],
                                                                                 backing.get("not_after"))] + served,
                                      ref=backing["ref"]))

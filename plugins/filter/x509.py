@@ -260,7 +260,7 @@ def renew_cert_inspect(certificates, secrets, renew_before_days=15, now=None, is
         ready, issuing = _condition(crt, "Ready"), _condition(crt, "Issuing")
         entry = {
             "ref": _ref("Certificate", crt), "kind": "Certificate", "name": meta.get("name"), "namespace": ns,
-            "secret": secret_name, "managed": True,
+            "secret_name": secret_name, "managed": True,
             "generation": meta.get("generation"), "revision": (crt.get("status") or {}).get("revision"),
             "dns_names": list(spec.get("dnsNames") or []), "ip_addresses": list(spec.get("ipAddresses") or []),
             "issuer_ref": {"name": (spec.get("issuerRef") or {}).get("name"),
@@ -305,7 +305,7 @@ def renew_cert_inspect(certificates, secrets, renew_before_days=15, now=None, is
         annotations = meta.get("annotations") or {}
         info = tls_secret_info(secret, now)
         entry = {"ref": _ref("Secret", secret), "kind": "Secret", "name": meta.get("name"),
-                 "namespace": meta.get("namespace"), "secret": meta.get("name"), "managed": False}
+                 "namespace": meta.get("namespace"), "secret_name": meta.get("name"), "managed": False}
         entry.update(_summary(info))
         if key in ca_secrets:
             state, reasons = _judge(info, renew_before_days, [])

@@ -206,7 +206,7 @@ def _hs(**kw):
     return base
 
 
-CERT_OK = {"ref": "Certificate/sys/c", "namespace": "sys", "secret": "tls", "dns_names": ["app.example.com"],
+CERT_OK = {"ref": "Certificate/sys/c", "namespace": "sys", "secret_name": "tls", "dns_names": ["app.example.com"],
            "state": "valid", "serial": "ab", "not_after": "2027-01-01T00:00:00Z", "reasons": []}
 
 

@@ -157,7 +157,7 @@ def test_each_state_and_its_reason():
     assert found["sans"]["reasons"] == ["SANs other.example.com do not cover app.example.com"]
     assert "not a PEM certificate" in found["garbage"]["reasons"][0]
     assert found["gone"]["reasons"] == ["Secret ns/gone-tls does not exist"]
-    assert found["ok"]["ref"] == "Certificate/ns/ok" and found["ok"]["secret"] == "ok-tls"
+    assert found["ok"]["ref"] == "Certificate/ns/ok" and found["ok"]["secret_name"] == "ok-tls"
 
 
 def test_the_worst_state_wins_and_all_reasons_are_kept():
