@@ -14,6 +14,8 @@ export KUBECONFIG := $(CACHE)/kubeconfig
 export K8S_AUTH_KUBECONFIG := $(CACHE)/kubeconfig
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
+# Test beds side by side for `make test` and `make integration` (tests/parallel.py; docs/testbed.md).
+WORKERS ?= 2
 
 .PHONY: help venv testbed-build testbed-up testbed-down testbed-status services-up services-down \
         platform platform-teardown lint unit integration molecule test demo clean
@@ -30,13 +32,14 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed ## Create the virtualenv with ansible-core, the collections and the test tools
 
-testbed-build: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (cached)
+testbed-build: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, cert-manager (cached per machine)
 	testbed/build.sh
 
 testbed-up: venv testbed-build services-up ## Start the control plane, PostgreSQL and Redis (no-op when up)
 	$(PYTHON) testbed/cluster.py up
 
-testbed-down: ## Stop everything the test bed and the tests started; leaves no stray process
+testbed-down: ## Stop everything the test beds and the tests started; leaves no stray process
+	-$(PYTHON) tests/parallel.py --down
 	-$(BIN)/python testbed/kwok_logs.py down
 	-$(BIN)/python testbed/prometheus.py down
 	-$(BIN)/python testbed/pgbouncer.py down
@@ -70,8 +73,8 @@ lint: venv ## ansible-lint with the production profile
 unit: venv ## Unit tests (no test bed needed)
 	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: testbed-up ## Integration tests against the real test bed (they deploy the sample platform once)
-	$(BIN)/python -m pytest tests/integration -q $(PYTEST_ARGS)
+integration: venv testbed-build ## Integration tests on $(WORKERS) real test beds side by side (each deploys the sample platform once)
+	$(BIN)/python tests/parallel.py --workers $(WORKERS) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 molecule: testbed-up ## molecule test (converge, idempotence, verify) for every role that has a scenario
 	@for scenario in roles/*/molecule/default; do \
@@ -79,7 +82,8 @@ molecule: testbed-up ## molecule test (converge, idempotence, verify) for every 
 	  (cd $$role && PATH=$(CURDIR)/$(BIN):$$PATH molecule test) || exit 1; \
 	done
 
-test: venv lint unit integration molecule ## Everything: setup, lint, unit, integration and molecule tests
+test: ## Everything: setup, build, lint, unit, then integration and Molecule on $(WORKERS) beds; prints each phase's time
+	$(PYTHON) tests/run_all.py --workers $(WORKERS)
 
 demo: platform ## Break the sample platform and let platform_down.yml diagnose and heal it
 	@echo "==> Injecting a fault: the backend pods crash-loop (CrashLoopBackOff, restart count growing)"

@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Run the integration suite (and the Molecule scenarios) on several test beds side by side.
+
+    python tests/parallel.py [--workers N] [--molecule] [--record] [MODULE ...] [-- PYTEST_ARGS]
+    python tests/parallel.py --down      stop the beds of workers 1..N (make testbed-down does)
+
+Why: most of a runbook test's time is spent waiting (rollouts, kwok's pod stages, restarts) or in
+one single-threaded ansible-playbook process, so two beds on a 2-core machine finish the suite in
+little more than half the time. Nothing is shared between beds: each worker has its own control
+plane, PostgreSQL, Redis, endpoints, sample platform and reports, so a fault injected on one bed
+can never be seen by a test on another.
+
+Layout (docs/testbed.md has the table):
+- worker 0 runs in this checkout, on the bed `make testbed-up` starts (.cache/testbed, the
+  default ports);
+- worker k >= 1 runs in a copy of the checkout's files under .cache/workers/wK (tracked and
+  untracked-but-not-ignored files, refreshed on every run; its .cache keeps the bed's state), with
+  every port moved: TESTBED_PORT_OFFSET + 1000*k for the control plane, SAASODOO_PORT_SHIFT + k for
+  the endpoints, Prometheus, dnsmasq and PgBouncer, SAASODOO_DB_PORT/SAASODOO_REDIS_PORT + k.
+
+The test modules (and the Molecule scenarios, with --molecule) are spread over the workers by
+their measured duration (tests/integration/durations.json, longest first onto the least loaded
+worker); each worker runs its modules in one pytest session (one platform deploy), then its
+scenarios. The workers' output is streamed with a [wK] prefix. At the end: each worker's result,
+the 20 slowest tests over all workers, and one closing line `N passed, N failed, N skipped`.
+--record writes the measured durations back to tests/integration/durations.json.
+
+Exit status: 0 when every worker passed, 1 otherwise (2 on bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DURATIONS = ROOT / "tests" / "integration" / "durations.json"
+WORKERS_DIR = ROOT / ".cache" / "workers"
+DEFAULT_ESTIMATE = 60.0
+PORT_OFFSET_STEP = 1000
+MAX_SHIFT = 9            # the endpoints' ports come in blocks of ten (services.yml)
+
+_print_lock = threading.Lock()
+START = time.monotonic()
+
+
+def say(msg: str) -> None:
+    with _print_lock:
+        print(msg, flush=True)
+
+
+def clock() -> str:
+    return f"{time.monotonic() - START:6.0f}s"
+
+
+# --------------------------------------------------------------------------- planning
+
+def load_estimates() -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in json.loads(DURATIONS.read_text()).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def plan(jobs: list[str], workers: int, estimates: dict[str, float]) -> list[list[str]]:
+    """Longest job first onto the least loaded worker (LPT): within 4/3 of the best split."""
+    loads = [0.0] * workers
+    shares: list[list[str]] = [[] for _ in range(workers)]
+    for job in sorted(jobs, key=lambda j: (-estimates.get(j, DEFAULT_ESTIMATE), j)):
+        k = min(range(workers), key=lambda i: (loads[i], i))
+        shares[k].append(job)
+        loads[k] += estimates.get(job, DEFAULT_ESTIMATE)
+    # pytest runs a worker's modules in file order; Molecule scenarios after them.
+    return [sorted(s, key=lambda j: (j.startswith("molecule:"), j)) for s in shares]
+
+
+# --------------------------------------------------------------------------- workers
+
+def checkout_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, check=True).stdout
+    return [f for f in out.decode().split("\0") if f and ((ROOT / f).is_file() or (ROOT / f).is_symlink())]
+
+
+def sync_copy(dest: Path, files: list[str]) -> None:
+    """Make dest hold exactly the checkout's files (its .cache, the bed's state, is kept)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in dest.iterdir():
+        if entry.name != ".cache":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for rel in files:
+        source, target = ROOT / rel, dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():      # e.g. playbooks/callback_plugins: kept a link, as in git
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+
+
+def worker_env(k: int, home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    cache = Path(env.get("TESTBED_CACHE", ROOT / ".cache" / "testbed")) if k == 0 else home / ".cache" / "testbed"
+    base_shift = int(env.get("SAASODOO_PORT_SHIFT", "0"))
+    env.update({
+        "TESTBED_CACHE": str(cache),
+        "KUBECONFIG": str(cache / "kubeconfig"),
+        "K8S_AUTH_KUBECONFIG": str(cache / "kubeconfig"),
+        "ANSIBLE_CONFIG": str(home / "ansible.cfg"),
+        "TESTBED_PORT_OFFSET": str(int(env.get("TESTBED_PORT_OFFSET", "0")) + PORT_OFFSET_STEP * k),
+        "SAASODOO_PORT_SHIFT": str(base_shift + k),
+        "SAASODOO_DB_PORT": str(int(env.get("SAASODOO_DB_PORT", "55432")) + k),
+        "SAASODOO_REDIS_PORT": str(int(env.get("SAASODOO_REDIS_PORT", "56379")) + k),
+        "PYTHONUNBUFFERED": "1",
+        # testbed/zipimport_cache/sitecustomize.py: AnsiballZ modules' imports compiled once, not per task
+        "PYTHONPATH": os.pathsep.join(p for p in (str(home / "testbed" / "zipimport_cache"), env.get("PYTHONPATH")) if p),
+    })
+    # The venv's tools (molecule, ansible-playbook) first, as `make` puts them.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class Worker(threading.Thread):
+    def __init__(self, k: int, jobs: list[str], pytest_args: list[str], files: list[str]):
+        super().__init__(name=f"w{k}", daemon=True)
+        self.k, self.jobs, self.pytest_args, self.files = k, jobs, pytest_args, files
+        self.home = ROOT if k == 0 else WORKERS_DIR / f"w{k}"
+        self.junit = ROOT / ".cache" / "junit" / f"w{k}.xml"
+        self.failed: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.proc: subprocess.Popen | None = None
+        self.stopping = False
+        self.elapsed = 0.0
+
+    def run_cmd(self, cmd: list[str], env: dict[str, str], label: str, quiet: bool = False) -> int:
+        if self.stopping:
+            return 1
+        prefix = f"[w{self.k}]"
+        self.proc = subprocess.Popen(cmd, cwd=self.home, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        tail: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if quiet:
+                tail = (tail + [line])[-40:]
+            else:
+                say(f"{prefix} {line}")
+        rc = self.proc.wait()
+        if rc != 0 and quiet:
+            say(f"{prefix} {label} failed (exit {rc}); its last lines:")
+            for line in tail:
+                say(f"{prefix}   {line}")
+        return rc
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self._run()
+        except Exception as exc:  # a worker's own failure must not hide the others' results
+            self.failed.append(f"worker error: {exc}")
+            say(f"[w{self.k}] worker error: {exc}")
+        self.elapsed = time.monotonic() - t0
+
+    def _run(self) -> None:
+        env = worker_env(self.k, self.home)
+        py = sys.executable
+        if self.k:
+            sync_copy(self.home, self.files)
+        say(f"[w{self.k}] {clock()} bed in {self.home} (ports: control plane +{env['TESTBED_PORT_OFFSET']}, "
+            f"services shift {env['SAASODOO_PORT_SHIFT']}, PostgreSQL {env['SAASODOO_DB_PORT']}); "
+            f"{len(self.jobs)} jobs")
+        t = time.monotonic()
+        for label, cmd in (("testbed/build.sh", ["bash", "testbed/build.sh"]),
+                           ("cluster.py up", [py, "testbed/cluster.py", "up"]),
+                           ("services.sh up", ["bash", "testbed/services.sh", "up"]),
+                           ("endpoints.py up", [py, "testbed/endpoints.py", "up"])):
+            if self.run_cmd(cmd, env, label, quiet=True) != 0:
+                self.failed.append(f"test bed: {label}")
+                return
+        self.timings["bed up"] = time.monotonic() - t
+        say(f"[w{self.k}] {clock()} bed up in {self.timings['bed up']:.0f}s")
+
+        modules = [j for j in self.jobs if not j.startswith("molecule:")]
+        scenarios = [j.split(":", 1)[1] for j in self.jobs if j.startswith("molecule:")]
+        if modules:
+            self.junit.parent.mkdir(parents=True, exist_ok=True)
+            self.junit.unlink(missing_ok=True)
+            t = time.monotonic()
+            rc = self.run_cmd([py, "-m", "pytest", "-v", "--durations=0", "--durations-min=5",
+                               f"--junitxml={self.junit}", "-o", "junit_family=xunit2", *modules,
+                               *self.pytest_args], env, "pytest")
+            self.timings["pytest"] = time.monotonic() - t
+            if rc not in (0, 5):
+                self.failed.append(f"pytest (exit {rc})")
+        for role in scenarios:
+            if self.stopping:
+                self.failed.append(f"molecule {role} (not run: stopped)")
+                continue
+            t = time.monotonic()
+            say(f"[w{self.k}] {clock()} ==> molecule test: roles/{role}")
+            rc = self._molecule(role, env)
+            self.timings[f"molecule:{role}"] = time.monotonic() - t
+            say(f"[w{self.k}] {clock()} molecule {role}: {'passed' if rc == 0 else 'FAILED'} "
+                f"in {self.timings[f'molecule:{role}']:.0f}s")
+            if rc != 0:
+                self.failed.append(f"molecule {role} (exit {rc})")
+
+    def _molecule(self, role: str, env: dict[str, str]) -> int:
+        saved = self.home
+        self.home = saved / "roles" / role
+        try:
+            return self.run_cmd(["molecule", "test"], env, f"molecule {role}", quiet=True)
+        finally:
+            self.home = saved
+
+    def stop(self) -> None:
+        """Stop the worker's running command and every process under it (ansible-runner starts
+        ansible-playbook in a session of its own and traps SIGTERM, so the group is not enough)."""
+        self.stopping = True
+        if not self.proc or self.proc.poll() is not None:
+            return
+        tree = [self.proc.pid, *descendants(self.proc.pid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in tree:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(alive(pid) for pid in tree):
+                time.sleep(0.2)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process whose parent chain leads to root (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+# --------------------------------------------------------------------------- results
+
+def read_junit(path: Path) -> list[dict]:
+    """Every test case of a pytest JUnit file: nodeid, module, seconds, outcome."""
+    if not path.exists():
+        return []
+    cases = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed" if child.tag == "failure" else "error"
+            elif child.tag == "skipped":
+                outcome = "skipped"
+        classname = case.get("classname", "")
+        module = "tests/" + "/".join(classname.split(".")[1:3]) + ".py" if classname.startswith("tests.") else classname
+        cases.append({"id": f"{classname}::{case.get('name')}", "module": module,
+                      "seconds": float(case.get("time") or 0), "outcome": outcome})
+    return cases
+
+
+DOWN = [["testbed/kwok_logs.py", "down"], ["testbed/prometheus.py", "down"], ["testbed/pgbouncer.py", "down"],
+        ["testbed/dns.py", "down"], ["testbed/certmanager.py", "down"], ["testbed/endpoints.py", "down"]]
+
+
+def down() -> int:
+    """Stop the beds of workers 1..N (worker 0's bed is `make testbed-down`'s own)."""
+    venv_py = ROOT / ".venv" / "bin" / "python"
+    py = str(venv_py) if venv_py.exists() else sys.executable
+    rc = 0
+    for home in sorted(WORKERS_DIR.glob("w[0-9]*")):
+        k = int(home.name[1:])
+        env = worker_env(k, home)
+        say(f"==> stopping the bed of worker {k} ({home})")
+        steps = [[py, *c] for c in DOWN] + [["bash", "testbed/services.sh", "down"], [sys.executable, "testbed/cluster.py", "down"]]
+        for cmd in steps:
+            if (home / cmd[1]).exists() or cmd[0] == "bash":
+                rc |= subprocess.run(cmd, cwd=home, env=env, check=False).returncode
+    return rc
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--down"]:
+        return down()
+    pytest_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, pytest_args = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("TEST_WORKERS", "2")),
+                        help="test beds side by side (default: $TEST_WORKERS or 2)")
+    parser.add_argument("--molecule", action="store_true", help="also run every role's Molecule scenario")
+    parser.add_argument("--record", action="store_true", help=f"write the measured durations to {DURATIONS.relative_to(ROOT)}")
+    parser.add_argument("modules", nargs="*", help="test modules (default: every tests/integration/test_*.py)")
+    args = parser.parse_args(argv)
+    base_shift = int(os.environ.get("SAASODOO_PORT_SHIFT", "0"))
+    if not 1 <= args.workers <= MAX_SHIFT + 1 - base_shift:
+        parser.error(f"--workers must be between 1 and {MAX_SHIFT + 1 - base_shift} (SAASODOO_PORT_SHIFT={base_shift})")
+
+    modules = args.modules or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "integration").glob("test_*.py"))
+    for m in modules:
+        if not (ROOT / m).is_file():
+            parser.error(f"no such test module: {m}")
+    jobs = list(modules)
+    if args.molecule:
+        jobs += [f"molecule:{p.parent.parent.name}" for p in sorted((ROOT / "roles").glob("*/molecule/default"))]
+    estimates = load_estimates()
+    workers_n = min(args.workers, len(jobs)) or 1
+    shares = plan(jobs, workers_n, estimates)
+    say(f"==> {len(modules)} test modules" + (f" and {len(jobs) - len(modules)} Molecule scenarios" if args.molecule else "")
+        + f" on {workers_n} test bed(s)")
+    for k, share in enumerate(shares):
+        est = sum(estimates.get(j, DEFAULT_ESTIMATE) for j in share)
+        say(f"    w{k} (~{est / 60:.0f} min): {' '.join(Path(j).stem.removeprefix('test_') for j in share)}")
+
+    files = checkout_files() if workers_n > 1 else []
+    workers = [Worker(k, share, pytest_args, files) for k, share in enumerate(shares)]
+
+    def interrupt(signum, _frame):
+        say(f"==> signal {signum}: stopping the workers")
+        for w in workers:
+            w.stop()
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+    for w in workers:
+        w.start()
+    for w in workers:
+        while w.is_alive():
+            w.join(1)
+
+    # ------------------------------------------------------------------ summary
+    cases = [dict(c, worker=w.k) for w in workers for c in read_junit(w.junit)]
+    say("")
+    say("==> integration workers")
+    for w in workers:
+        mine = [c for c in cases if c["worker"] == w.k]
+        counts = {o: sum(1 for c in mine if c["outcome"] == o) for o in ("passed", "failed", "error", "skipped")}
+        steps = ", ".join(f"{k} {v:.0f}s" for k, v in w.timings.items() if not k.startswith("molecule:"))
+        mol = [k for k in w.timings if k.startswith("molecule:")]
+        say(f"    w{w.k}: {'FAILED' if w.failed else 'ok'} in {w.elapsed:.0f}s; {counts['passed']} passed, "
+            f"{counts['failed'] + counts['error']} failed, {counts['skipped']} skipped; {steps}"
+            + (f"; {len(mol)} Molecule scenarios" if mol else ""))
+        for what in w.failed:
+            say(f"        failed: {what}")
+    say("==> the 20 slowest tests (setup + call + teardown)")
+    for c in sorted(cases, key=lambda c: -c["seconds"])[:20]:
+        say(f"    {c['seconds']:7.1f}s  w{c['worker']}  {c['id']}")
+
+    if args.molecule:   # for tests/run_all.py's count
+        lines = [f"{k.split(':', 1)[1]} {'FAILED' if any(f.startswith('molecule ' + k.split(':', 1)[1] + ' ') for f in w.failed) else 'passed'}"
+                 for w in workers for k in w.timings if k.startswith("molecule:")]
+        (ROOT / ".cache" / "junit").mkdir(parents=True, exist_ok=True)
+        (ROOT / ".cache" / "junit" / "molecule.txt").write_text("".join(line + "\n" for line in lines))
+
+    measured = dict(estimates)
+    for m in modules:
+        mine = [c["seconds"] for c in cases if c["module"] == m]
+        if mine:
+            measured[m] = round(sum(mine), 1)
+    for w in workers:
+        measured.update({k: round(v, 1) for k, v in w.timings.items() if k.startswith("molecule:")})
+    text = json.dumps(dict(sorted(measured.items())), indent=2) + "\n"
+    (ROOT / ".cache" / "junit").mkdir(parents=True, exist_ok=True)
+    (ROOT / ".cache" / "junit" / "durations.json").write_text(text)   # this run's, to compare or record
+    if args.record:
+        DURATIONS.write_text(text)
+        say(f"==> durations written to {DURATIONS.relative_to(ROOT)}")
+
+    passed = sum(1 for c in cases if c["outcome"] == "passed")
+    failed = sum(1 for c in cases if c["outcome"] in ("failed", "error"))
+    skipped = sum(1 for c in cases if c["outcome"] == "skipped")
+    scenario_failures = sum(1 for w in workers for f in w.failed if f.startswith("molecule"))
+    other_failures = sum(1 for w in workers for f in w.failed if not f.startswith(("molecule", "pytest")))
+    say(f"==> on {workers_n} bed(s) in {time.monotonic() - START:.0f}s"
+        + (f"; Molecule: {scenario_failures} scenario(s) failed" if args.molecule else ""))
+    say(f"integration: {passed} passed, {failed} failed, {skipped} skipped")
+    ok = not any(w.failed for w in workers) and failed == 0
+    if not cases and not other_failures:
+        say("==> no test ran")
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
