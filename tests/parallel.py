@@ -45,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DURATIONS = ROOT / "tests" / "integration" / "durations.json"
 WORKERS_DIR = ROOT / ".cache" / "workers"
+JUNIT = ROOT / ".cache" / "junit"
 DEFAULT_ESTIMATE = 60.0
 PORT_OFFSET_STEP = 1000
 MAX_SHIFT = 9            # the endpoints' ports come in blocks of ten (services.yml)
@@ -133,18 +134,20 @@ class Worker(threading.Thread):
         super().__init__(name=f"w{k}", daemon=True)
         self.k, self.jobs, self.pytest_args, self.files = k, jobs, pytest_args, files
         self.home = ROOT if k == 0 else WORKERS_DIR / f"w{k}"
-        self.junit = ROOT / ".cache" / "junit" / f"w{k}.xml"
+        self.junit = JUNIT / f"w{k}.xml"
         self.failed: list[str] = []
+        self.scenarios: dict[str, str] = {}     # role -> passed / FAILED / not run
         self.timings: dict[str, float] = {}
         self.proc: subprocess.Popen | None = None
         self.stopping = False
         self.elapsed = 0.0
 
-    def run_cmd(self, cmd: list[str], env: dict[str, str], label: str, quiet: bool = False) -> int:
+    def run_cmd(self, cmd: list[str], env: dict[str, str], label: str, quiet: bool = False,
+                cwd: Path | None = None) -> int:
         if self.stopping:
             return 1
         prefix = f"[w{self.k}]"
-        self.proc = subprocess.Popen(cmd, cwd=self.home, env=env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, cwd=cwd or self.home, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
         tail: list[str] = []
         assert self.proc.stdout is not None
@@ -203,24 +206,19 @@ class Worker(threading.Thread):
                 self.failed.append(f"pytest (exit {rc})")
         for role in scenarios:
             if self.stopping:
+                self.scenarios[role] = "not run"
                 self.failed.append(f"molecule {role} (not run: stopped)")
                 continue
             t = time.monotonic()
             say(f"[w{self.k}] {clock()} ==> molecule test: roles/{role}")
-            rc = self._molecule(role, env)
+            rc = self.run_cmd(["molecule", "test"], env, f"molecule {role}", quiet=True,
+                              cwd=self.home / "roles" / role)
             self.timings[f"molecule:{role}"] = time.monotonic() - t
-            say(f"[w{self.k}] {clock()} molecule {role}: {'passed' if rc == 0 else 'FAILED'} "
+            self.scenarios[role] = "passed" if rc == 0 else "FAILED"
+            say(f"[w{self.k}] {clock()} molecule {role}: {self.scenarios[role]} "
                 f"in {self.timings[f'molecule:{role}']:.0f}s")
             if rc != 0:
                 self.failed.append(f"molecule {role} (exit {rc})")
-
-    def _molecule(self, role: str, env: dict[str, str]) -> int:
-        saved = self.home
-        self.home = saved / "roles" / role
-        try:
-            return self.run_cmd(["molecule", "test"], env, f"molecule {role}", quiet=True)
-        finally:
-            self.home = saved
 
     def stop(self) -> None:
         """Stop the worker's running command and every process under it (ansible-runner starts
@@ -376,10 +374,9 @@ def main(argv: list[str]) -> int:
         say(f"    {c['seconds']:7.1f}s  w{c['worker']}  {c['id']}")
 
     if args.molecule:   # for tests/run_all.py's count
-        lines = [f"{k.split(':', 1)[1]} {'FAILED' if any(f.startswith('molecule ' + k.split(':', 1)[1] + ' ') for f in w.failed) else 'passed'}"
-                 for w in workers for k in w.timings if k.startswith("molecule:")]
-        (ROOT / ".cache" / "junit").mkdir(parents=True, exist_ok=True)
-        (ROOT / ".cache" / "junit" / "molecule.txt").write_text("".join(line + "\n" for line in lines))
+        JUNIT.mkdir(parents=True, exist_ok=True)
+        (JUNIT / "molecule.txt").write_text("".join(f"{role} {outcome}\n" for w in workers
+                                                    for role, outcome in w.scenarios.items()))
 
     measured = dict(estimates)
     for m in modules:
@@ -389,8 +386,8 @@ def main(argv: list[str]) -> int:
     for w in workers:
         measured.update({k: round(v, 1) for k, v in w.timings.items() if k.startswith("molecule:")})
     text = json.dumps(dict(sorted(measured.items())), indent=2) + "\n"
-    (ROOT / ".cache" / "junit").mkdir(parents=True, exist_ok=True)
-    (ROOT / ".cache" / "junit" / "durations.json").write_text(text)   # this run's, to compare or record
+    JUNIT.mkdir(parents=True, exist_ok=True)
+    (JUNIT / "durations.json").write_text(text)   # this run's, to compare or record
     if args.record:
         DURATIONS.write_text(text)
         say(f"==> durations written to {DURATIONS.relative_to(ROOT)}")
@@ -398,7 +395,7 @@ def main(argv: list[str]) -> int:
     passed = sum(1 for c in cases if c["outcome"] == "passed")
     failed = sum(1 for c in cases if c["outcome"] in ("failed", "error"))
     skipped = sum(1 for c in cases if c["outcome"] == "skipped")
-    scenario_failures = sum(1 for w in workers for f in w.failed if f.startswith("molecule"))
+    scenario_failures = sum(1 for w in workers for o in w.scenarios.values() if o != "passed")
     other_failures = sum(1 for w in workers for f in w.failed if not f.startswith(("molecule", "pytest")))
     say(f"==> on {workers_n} bed(s) in {time.monotonic() - START:.0f}s"
         + (f"; Molecule: {scenario_failures} scenario(s) failed" if args.molecule else ""))
