@@ -22,7 +22,8 @@ description:
     when the limit is already at the cap.
   - C(backend_crashloop_quantity_bytes) reads a memory quantity (C(512Mi), C(1Gi), C(1G)) as bytes.
   - C(backend_crashloop_config_refs) lists the Secret and ConfigMap references of a workload's pod template
-    (env valueFrom, envFrom, volumes), C(backend_crashloop_object_keys) the key names of the live objects (never
+    (env valueFrom, envFrom, volumes), C(backend_crashloop_object_queries) the reads of the objects referenced (keys only),
+    C(backend_crashloop_object_keys) the key names of the live objects (never
     their values), C(backend_crashloop_missing_refs) the ones the live objects do not satisfy.
   - C(backend_crashloop_select_pods) keeps the pods a workload's selector selects.
   - C(backend_crashloop_pod_crashes) summarises each pod's restarts and last termination (reason, exit code and its
@@ -180,6 +181,16 @@ def backend_crashloop_config_refs(workload):
             else:
                 refs.append(dict(base, key=None))
     return refs
+
+
+def backend_crashloop_object_queries(refs, namespace):
+    """saasodoo_k8s_read queries for the Secrets and ConfigMaps the workload references, each once, keys only."""
+    out = []
+    for ref in refs or []:
+        query = {"kind": ref.get("kind"), "name": ref.get("name"), "namespace": namespace, "keys_only": True}
+        if query["kind"] in ("Secret", "ConfigMap") and query["name"] and query not in out:
+            out.append(query)
+    return out
 
 
 def backend_crashloop_object_keys(results):
@@ -540,6 +551,7 @@ class FilterModule:
             "backend_crashloop_memory_plan": backend_crashloop_memory_plan,
             "backend_crashloop_config_refs": backend_crashloop_config_refs,
             "backend_crashloop_object_keys": backend_crashloop_object_keys,
+            "backend_crashloop_object_queries": backend_crashloop_object_queries,
             "backend_crashloop_missing_refs": backend_crashloop_missing_refs,
             "backend_crashloop_exit_meaning": backend_crashloop_exit_meaning,
             "backend_crashloop_select_pods": backend_crashloop_select_pods,
