@@ -287,6 +287,32 @@ def memory_raise_line(raise_, check_mode=False, refused=False):
     return f"{'would raise' if check_mode else 'raised'} the memory limit of {what}: {raise_['plan']['message']}"
 
 
+def report_problems(findings, remaining=None, acted=False, name="runbook"):
+    """Why runbook_report must refuse a report, as sentences; [] when it is sound.
+
+    A remediation must come with its verification (remaining: the findings left after it, [] when none);
+    every finding needs a code, a message and a known severity. The sentences name a finding by its
+    position and code only - never its message or evidence, which may quote a secret.
+    """
+    problems = []
+    if acted and remaining is None:
+        problems.append(f"runbook_report: {name} remediated but passed no runbook_report_remaining (the "
+                        "verification's findings); a report must say whether the fix worked.")
+    for where, items in (("findings", findings), ("remaining", remaining)):
+        for i, finding in enumerate(items or [], start=1):
+            finding = finding if isinstance(finding, dict) else {}
+            code = finding.get("code")
+            bad = [what for what, ok in (("a code", isinstance(code, str) and code),
+                                         ("a severity of critical, high, medium or low",
+                                          finding.get("severity") in SEVERITY_ORDER),
+                                         ("a message", "message" in finding)) if not ok]
+            if bad:
+                problems.append(f"runbook_report: {name} passed a finding without code, message or a severity of "
+                                f"critical, high, medium or low: {where} #{i} (code {code!r}) lacks "
+                                + " and ".join(bad))
+    return problems
+
+
 def escalation(findings_before, findings_after, remediated=False):
     """The guide's escalation level for what was found and what is left.
 
@@ -368,6 +394,7 @@ class FilterModule:
             "probe_result": probe_result,
             "external_probes": external_probes,
             "escalation": escalation,
+            "report_problems": report_problems,
             "memory_raise_line": memory_raise_line,
             "summary_lines": summary_lines,
             "restart_plan": restart_plan,

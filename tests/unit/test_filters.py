@@ -227,3 +227,21 @@ def test_summary_lines_without_layers_counts_findings_and_flattens_evidence():
     assert lines[1] == "Diagnosis: 1 finding(s), worst severity high"
     assert "       evidence: p95_ms: 3100" in lines
     assert "Did: would scale" in lines and "Verification: not run (check mode)" in lines
+
+
+def test_report_problems_refuses_unverified_remediation_and_bad_findings_without_quoting_them():
+    from plugins.filter.saasodoo import report_problems
+
+    good = [{"code": "X", "severity": "high", "message": "m"}]
+    assert report_problems(good, None, False, "rb") == []
+    assert report_problems(good, [], True, "rb") == []
+    unverified = report_problems(good, None, True, "rb")
+    assert len(unverified) == 1 and "rb remediated but passed no runbook_report_remaining" in unverified[0]
+    bad = report_problems([{"code": "X", "severity": "urgent", "message": "s3cr3t in evidence"},
+                           {"severity": "low"}], [{"code": "Y", "severity": "low"}], True, "rb")
+    assert len(bad) == 3, bad
+    assert "findings #1 (code 'X') lacks a severity of critical, high, medium or low" in bad[0]
+    assert "findings #2 (code None) lacks a code and a message" in bad[1]
+    assert "remaining #1 (code 'Y') lacks a message" in bad[2]
+    assert all("without code, message or a severity of" in b for b in bad)
+    assert not any("s3cr3t" in b for b in bad)  # a finding's message is never quoted
