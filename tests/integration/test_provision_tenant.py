@@ -152,6 +152,9 @@ def story_half(slug):
     out["serving"] = serving(ns)
     out["row_after"] = row(slug)
     out["leftover"] = [c.metadata.name for c in core().list_namespaced_config_map(ns).items]
+    # After the repair the tenant is healthy: a rerun changes nothing, check mode finds nothing to do.
+    out["rerun"] = run(slug)
+    out["check_after"] = run(slug, check=True)
     return out
 
 
@@ -212,7 +215,7 @@ def stories(testbed):
 
 
 def story(stories, key):
-    return stories["futures"][key].result(timeout=300), stories["slugs"][key]
+    return stories["futures"][key].result(timeout=600), stories["slugs"][key]
 
 
 # ---- the tests
@@ -308,6 +311,13 @@ def test_a_half_made_tenant_is_repaired_in_place(stories):
     assert out["row_after"]["status"] == "active" and out["row_after"]["last_error"] is None
     # in place: what the failed attempt left that is not ours stays
     assert "leftover" in out["leftover"]
+    rerun = out["rerun"]
+    assert rerun.rc == 0 and rerun.changed == 0, rerun.stdout[-3000:]
+    assert rerun.artifacts["provision_tenant_result"]["actions"] == []
+    check = out["check_after"]
+    assert check.rc == 0 and check.changed == 0, check.stdout[-3000:]
+    res = check.artifacts["provision_tenant_result"]
+    assert res["actions"] == [] and res["found"]["verdict"] == "healthy" and res["status"]["before"] == "active"
 
 
 def test_cleanup_deletes_a_half_made_tenant_and_makes_it_again(stories):

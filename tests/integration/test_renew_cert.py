@@ -295,6 +295,9 @@ def test_renews_the_broken_ones_with_real_cert_manager_then_is_idempotent(bed):
     again = run_playbook(PLAYBOOK, extravars=_vars(bed))
     assert again.rc == 0 and again.changed == 0, again.stdout[-3000:]
     assert again.artifacts["renew_cert_result"]["renewed"] == []
+    # The Secrets cert-manager does not manage are still named (once each) with nothing to renew.
+    assert again.artifacts["renew_cert_result"]["unmanaged"] == [
+        f"Secret/{bed.ns}/ca-key-pair", f"Secret/{bed.ns}/legacy-tls"]
     assert {e["name"]: e["state"] for e in again.artifacts["renew_cert_result"]["inspected"]} == {
         "expired": "valid", "expiring": "valid", "mismatch": "valid", "valid": "valid", "legacy-tls": "valid",
         "ca-key-pair": "valid"}

@@ -237,7 +237,11 @@ def test_backup_damage_restore_then_nothing_to_do(scratch):
     old = res["old_database_kept_as"]
     assert old.startswith(f"{scratch.db}_before_restore_") and old in scratch.databases()
     assert scratch.data(db=old) == damaged
-    assert scratch.databases()[scratch.db].startswith(f"restore_backup:{backup.name}:")
+    # The live database carries the backup it came from and the dump's checksum (what the rerun's
+    # "up to date" is judged by), and only the damaged copy is kept beside it.
+    sha = json.loads((backup / "manifest.json").read_text())["sha256"]
+    assert scratch.databases()[scratch.db] == f"restore_backup:{backup.name}:sha256={sha[:16]}"
+    assert set(scratch.databases()) == {scratch.db, old}
     # Writes were stopped during the swap and restored after it.
     assert 0 in watch.seen
     dep = scratch.deployment()

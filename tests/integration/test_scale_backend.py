@@ -280,6 +280,15 @@ def test_resources_are_raised_once_and_never_lowered_unasked(scratch):
                     "(scale_backend_memory_limit)", "scale_backend_allow_decrease", "Nothing was changed")
     assert scratch.unchanged_since(raised) == []
 
+    # Memory alone: the CPU limit the run was not given stays as it is, and a rerun changes nothing.
+    memory_only = {"scale_backend_mode": "resources", "scale_backend_memory_limit": "768Mi"}
+    res = _ok(_run(scratch, **memory_only))
+    assert res["changed"] is True and res["after"]["resources"]["limits"] == {"cpu": "1", "memory": "768Mi"}
+    containers = {c.name: c for c in scratch.deployment("web").spec.template.spec.containers}
+    assert containers["app"].resources.limits == {"cpu": "1", "memory": "768Mi"}
+    again = _run(scratch, **memory_only)
+    assert again.changed == 0 and _ok(again)["changed"] is False, again.stdout[-3000:]
+
 
 def test_a_workload_that_does_not_become_ready_is_reported_with_the_pods_reasons(scratch):
     # Every pod of this template crash-loops, so the new replica never becomes available
