@@ -23,6 +23,7 @@ description:
   - C(backend_crashloop_quantity_bytes) reads a memory quantity (C(512Mi), C(1Gi), C(1G)) as bytes.
   - C(backend_crashloop_config_refs) lists the Secret and ConfigMap references of a workload's pod template
     (env valueFrom, envFrom, volumes), C(backend_crashloop_object_queries) the reads of the objects referenced (keys only),
+    C(backend_crashloop_log_reads) the reads of the crashed containers' logs,
     C(backend_crashloop_object_keys) the key names of the live objects (never
     their values), C(backend_crashloop_missing_refs) the ones the live objects do not satisfy.
   - C(backend_crashloop_select_pods) keeps the pods a workload's selector selects.
@@ -181,6 +182,19 @@ def backend_crashloop_config_refs(workload):
             else:
                 refs.append(dict(base, key=None))
     return refs
+
+
+def backend_crashloop_log_reads(targets, namespace, tail_lines):
+    """saasodoo_k8s_logs reads of the crashed pods: the container that last terminated, the previous
+    instance's log when the pod restarted; each result's item is the target."""
+    out = []
+    for t in targets or []:
+        read = {"name": t.get("name"), "namespace": namespace, "previous": (t.get("restarts") or 0) > 0,
+                "tail_lines": tail_lines, "item": t}
+        if t.get("last_termination") and t["last_termination"].get("container"):
+            read["container"] = t["last_termination"]["container"]
+        out.append(read)
+    return out
 
 
 def backend_crashloop_object_queries(refs, namespace):
@@ -552,6 +566,7 @@ class FilterModule:
             "backend_crashloop_config_refs": backend_crashloop_config_refs,
             "backend_crashloop_object_keys": backend_crashloop_object_keys,
             "backend_crashloop_object_queries": backend_crashloop_object_queries,
+            "backend_crashloop_log_reads": backend_crashloop_log_reads,
             "backend_crashloop_missing_refs": backend_crashloop_missing_refs,
             "backend_crashloop_exit_meaning": backend_crashloop_exit_meaning,
             "backend_crashloop_select_pods": backend_crashloop_select_pods,

@@ -15,6 +15,9 @@ name: saasodoo
 short_description: Diagnosis filters for the SaaSOdoo runbooks
 description:
   - C(k8s_selector) turns a matchLabels dict into label_selectors for kubernetes.core.k8s_info.
+  - C(k8s_queries), C(k8s_manifest_queries) and C(k8s_pod_queries) build saasodoo_k8s_read queries: objects by
+    reference, the live objects of desired manifests, the pods of workloads read; C(k8s_log_reads) the
+    saasodoo_k8s_logs reads of pods' logs.
   - C(pod_health) reports whether a pod is healthy and, if not, why (CrashLoopBackOff, OOMKilled, not ready...).
   - C(workload_health) judges a Deployment, StatefulSet or DaemonSet together with its pods.
   - C(rollout_status) says whether a workload's rollout is complete, the way kubectl rollout status does.
@@ -41,6 +44,60 @@ rollout_status = k8s_health.rollout_status
 def k8s_selector(match_labels):
     """{'app': 'x', 'tier': 'y'} -> ['app=x', 'tier=y'] (sorted, for stable output)."""
     return [f"{k}={v}" for k, v in sorted((match_labels or {}).items())]
+
+
+def k8s_queries(refs):
+    """saasodoo_k8s_read queries for objects named by {kind, name, namespace[, api_version]}; each
+    result's item is the ref itself (as after a loop over refs)."""
+    out = []
+    for ref in refs or []:
+        query = {k: ref[k] for k in ("kind", "api_version", "name", "namespace") if ref.get(k)}
+        query["item"] = ref
+        out.append(query)
+    return out
+
+
+def k8s_manifest_queries(manifests):
+    """saasodoo_k8s_read queries for the live objects of desired manifests; each result's item is
+    the manifest (as after a loop over the manifests)."""
+    out = []
+    for manifest in manifests or []:
+        query = {"kind": manifest.get("kind"), "api_version": manifest.get("apiVersion"),
+                 "name": _get(manifest, "metadata", "name"), "namespace": _get(manifest, "metadata", "namespace")}
+        query = {k: v for k, v in query.items() if v}
+        query["item"] = manifest
+        out.append(query)
+    return out
+
+
+def k8s_log_reads(targets, namespace=None, tail_lines=None, since_seconds=None, name_key="name"):
+    """saasodoo_k8s_logs reads for pods given by name (strings, in ``namespace``) or as dicts (the pod's
+    name under ``name_key``; namespace and container of their own when they have them); each result's
+    item is the target, as after a loop over the targets."""
+    out = []
+    for target in targets or []:
+        if isinstance(target, dict):
+            read = {"name": target.get(name_key), "namespace": target.get("namespace") or namespace,
+                    "container": target.get("container")}
+        else:
+            read = {"name": target, "namespace": namespace}
+        read.update(tail_lines=tail_lines, since_seconds=since_seconds, item=target)
+        out.append({k: v for k, v in read.items() if v is not None})
+    return out
+
+
+def k8s_pod_queries(results):
+    """saasodoo_k8s_read queries for the pods of each workload read (results of k8s_info or
+    saasodoo_k8s_read): the workload's namespace and matchLabels; item is the workload's item.
+    Results without a workload are left out."""
+    out = []
+    for result in results or []:
+        workload = ((result or {}).get("resources") or [None])[0]
+        if workload:
+            out.append({"kind": "Pod", "namespace": _get(workload, "metadata", "namespace"),
+                        "label_selectors": k8s_selector(_get(workload, "spec", "selector", "matchLabels")),
+                        "item": result.get("item")})
+    return out
 
 
 def pod_health(pod, restart_threshold=3):
@@ -381,6 +438,10 @@ class FilterModule:
     def filters(self):
         return {
             "k8s_selector": k8s_selector,
+            "k8s_queries": k8s_queries,
+            "k8s_pod_queries": k8s_pod_queries,
+            "k8s_manifest_queries": k8s_manifest_queries,
+            "k8s_log_reads": k8s_log_reads,
             "pod_health": pod_health,
             "workload_health": workload_health,
             "rollout_status": rollout_status,

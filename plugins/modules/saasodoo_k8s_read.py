@@ -41,9 +41,12 @@ options:
         type: str
         required: true
       api_version:
-        description: The API group and version, e.g. C(apps/v1), C(cert-manager.io/v1).
+        description:
+          - The API group and version, e.g. C(apps/v1), C(cert-manager.io/v1).
+          - Without it, the version Kubernetes serves the kind in for the workload, batch, networking,
+            autoscaling, policy and RBAC kinds (C(Deployment) is C(apps/v1), C(NetworkPolicy) is
+            C(networking.k8s.io/v1), ...), else C(v1).
         type: str
-        default: v1
       namespace:
         description:
           - The namespace to read in. Without it a namespaced kind is listed in every namespace (a named read
@@ -161,6 +164,14 @@ except ImportError:  # main() reports it (HAS_KUBERNETES)
     pass
 
 VALUE_FIELDS = ("data", "stringData", "binaryData")
+# The API version of kinds outside the core group, for queries that name none.
+DEFAULT_API_VERSIONS = dict(
+    [(k, "apps/v1") for k in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ControllerRevision")]
+    + [(k, "batch/v1") for k in ("Job", "CronJob")]
+    + [(k, "networking.k8s.io/v1") for k in ("NetworkPolicy", "Ingress", "IngressClass")]
+    + [("HorizontalPodAutoscaler", "autoscaling/v2"), ("PodDisruptionBudget", "policy/v1"),
+       ("Lease", "coordination.k8s.io/v1"), ("StorageClass", "storage.k8s.io/v1")]
+    + [(k, "rbac.authorization.k8s.io/v1") for k in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")])
 QUERY_FIELDS = ("kind", "api_version", "namespace", "name", "label_selectors", "field_selectors", "keys_only")
 MAX_THREADS = 8
 
@@ -271,7 +282,9 @@ def check(queries):
 def read(params, api_client=None):
     dyn = DynamicClient(api_client or client(params), discoverer=_NoDiscovery)
     counter = ApiCallCounter()
-    queries, timeout, page_size = params["queries"], params["request_timeout"], params["page_size"]
+    timeout, page_size = params["request_timeout"], params["page_size"]
+    queries = [dict(q, api_version=q.get("api_version") or DEFAULT_API_VERSIONS.get(q["kind"], "v1"))
+               for q in params["queries"]]
     versions = sorted(set(q["api_version"] for q in queries))
     threads = max(1, min(MAX_THREADS, len(queries)))
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -286,7 +299,7 @@ def main():
     argument_spec.update(
         queries=dict(type="list", elements="dict", required=True, options=dict(
             kind=dict(type="str", required=True),
-            api_version=dict(type="str", default="v1"),
+            api_version=dict(type="str"),
             namespace=dict(type="str"),
             name=dict(type="str"),
             label_selectors=dict(type="list", elements="str", default=[]),

@@ -245,3 +245,20 @@ def test_report_problems_refuses_unverified_remediation_and_bad_findings_without
     assert "remaining #1 (code 'Y') lacks a message" in bad[2]
     assert all("without code, message or a severity of" in b for b in bad)
     assert not any("s3cr3t" in b for b in bad)  # a finding's message is never quoted
+
+
+def test_read_queries_keep_each_target_as_the_results_item():
+    from plugins.filter.saasodoo import k8s_log_reads, k8s_manifest_queries, k8s_pod_queries, k8s_queries
+
+    ref = {"kind": "Deployment", "name": "web", "namespace": "ns", "ref": "Deployment/ns/web", "layer": "x"}
+    assert k8s_queries([ref]) == [{"kind": "Deployment", "name": "web", "namespace": "ns", "item": ref}]
+    manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "r", "namespace": "ns"}}
+    assert k8s_manifest_queries([manifest]) == [{"kind": "Ingress", "api_version": "networking.k8s.io/v1",
+                                                 "name": "r", "namespace": "ns", "item": manifest}]
+    workload = {"metadata": {"namespace": "ns"}, "spec": {"selector": {"matchLabels": {"b": "2", "a": "1"}}}}
+    assert k8s_pod_queries([{"resources": [workload], "item": ref}, {"resources": [], "item": {}}]) == [
+        {"kind": "Pod", "namespace": "ns", "label_selectors": ["a=1", "b=2"], "item": ref}]
+    assert k8s_log_reads(["p1"], "ns", 50) == [{"name": "p1", "namespace": "ns", "tail_lines": 50, "item": "p1"}]
+    target = {"namespace": "n2", "pod": "p2", "container": "c"}
+    assert k8s_log_reads([target], None, 10, 600, "pod") == [
+        {"name": "p2", "namespace": "n2", "container": "c", "tail_lines": 10, "since_seconds": 600, "item": target}]
