@@ -114,7 +114,7 @@ def test_run_on_a_healthy_platform_exits_0_without_leaking_a_secret(platform, tm
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Outcome: healthy (exit 0): nothing found" in done.stdout
     # Not a TTY: plain progress lines with the task and the elapsed seconds.
-    assert "] AUDIT | List pods cluster-wide" in done.stderr and "[platform_down " in done.stderr
+    assert "] AUDIT | List nodes, workloads and pods cluster-wide" in done.stderr and "[platform_down " in done.stderr
     assert len(list(tmp_path.glob("platform_down-2*.json"))) == 1
     assert_no_secret(SECRET, done.stdout, done.stderr, directory=tmp_path)
 
