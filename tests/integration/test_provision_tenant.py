@@ -345,3 +345,33 @@ def test_a_tier_the_cluster_has_no_room_for_is_refused_and_recorded(stories):
     assert out["row_after"]["status"] == "failed"
     assert out["row_after"]["last_error"].startswith("insufficient capacity:")
     assert result.artifacts["provision_tenant_result"]["status"]["after"] == "failed"
+
+
+@pytest.mark.parametrize("kind", ["kube-system", "another tenant's", "unlabelled"])
+def test_a_namespace_that_is_not_the_tenants_is_never_repaired_or_deleted(testbed, kind):
+    """Empty prefix + slug `kube-system`, or a slug whose namespace is someone else's: with cleanup and
+    force_cleanup both on, the run refuses before anything changes, whatever the tenant's row says."""
+    name = "kube-system" if kind == "kube-system" else f"ptf-{secrets.token_hex(3)}"
+    if kind != "kube-system":
+        labels = {LABEL: "someone-else"} if kind == "another tenant's" else {"team": "billing"}
+        core().create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+        core().create_namespaced_config_map(name, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="precious"), data={"k": "v"}))
+    try:
+        before = cluster_state(name)
+        result = run(name, extravars={"provision_tenant_namespace_prefix": "", "provision_tenant_cleanup": True,
+                                      "provision_tenant_force_cleanup": True, "provision_tenant_update_status": False,
+                                      "provision_tenant_tier": "basic"})
+        # Read before anything is undone: the namespace and everything in it as they were.
+        after = cluster_state(name)
+        assert result.rc != 0
+        said = " ".join(result.stdout.split())
+        assert f"Namespace {name} exists but does not carry the label {LABEL}={name}" in said, result.stdout[-3000:]
+        assert "neither repaired nor deleted, whatever provision_tenant_force_cleanup says" in said
+        assert ("it has " + LABEL + "=someone-else" if kind == "another tenant's" else f"it has no {LABEL} label") in said
+        assert k8s_state.diff(before, after) == []
+        assert core().read_namespace(name).metadata.deletion_timestamp is None
+        assert result.artifacts["provision_tenant_result"]["actions"] == []
+    finally:
+        if kind != "kube-system":
+            core().delete_namespace(name)

@@ -65,7 +65,12 @@ def _owned(manifest):
     return out
 
 
-def provision_tenant_plan(manifests, dry_run, cleanup=False):
+def provision_tenant_plan(manifests, dry_run, cleanup=False, tenant_label=None):
+    """The actions that bring the tenant's objects to their manifests, from a server dry run.
+
+    ``namespace_foreign``: the namespace exists but does not carry ``tenant_label`` with the value the
+    desired Namespace gives it (the slug) - not this tenant's namespace, never to be repaired or deleted.
+    """
     manifests = list(manifests or [])
     results = _results(dry_run)
     if len(results) != len(manifests):
@@ -79,7 +84,12 @@ def provision_tenant_plan(manifests, dry_run, cleanup=False):
     live_ns = ns_result.get("result") or {}
     terminating = bool(ns_exists and (live_ns.get("metadata") or {}).get("deletionTimestamp"))
     rebuild = bool(ns_exists and (cleanup or terminating))
+    # The live labels: before the (dry-run) apply when it would change the Namespace, else as read.
+    live_meta = ((ns_result.get("diff") or {}).get("before") or live_ns).get("metadata") or {}
+    wanted = ((ns_manifest.get("metadata") or {}).get("labels") or {}).get(tenant_label) if tenant_label else None
+    found = (live_meta.get("labels") or {}).get(tenant_label) if tenant_label else None
     plan = {"namespace": namespace, "namespace_exists": ns_exists, "terminating": terminating, "rebuild": rebuild,
+            "namespace_foreign": bool(ns_exists and tenant_label and found != wanted), "namespace_tenant": found,
             "actions": [], "in_sync": [], "errors": [], "apply": [], "check_apply": []}
     for manifest, result in zip(manifests, results):
         ref = _ref(manifest)
