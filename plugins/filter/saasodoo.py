@@ -146,10 +146,14 @@ def k8s_refs_from_components(components):
 
 def workloads_health(objects, pods_lists, restart_threshold=3, cooldown_minutes=0,
                      annotation="saasodoo.io/last-restart-at", now=None):
-    """workload_health for parallel lists of workloads and their pods, plus cooldown seconds left."""
+    """workload_health for parallel lists of workloads and their pods, plus cooldown seconds left.
+
+    restart_service acts on what this returns (a StatefulSet's unhealthy pods are deleted), so only the
+    pods each workload owns count (k8s_health.owned_pods: its whole selector and its ownerReferences),
+    whatever list is passed: a read by matchLabels alone may return another workload's pods."""
     out = []
     for obj, pods in zip(objects or [], pods_lists or []):
-        report = workload_health(obj, pods, restart_threshold)
+        report = workload_health(obj, k8s_health.owned_pods(obj, pods), restart_threshold)
         report["cooldown_remaining"] = cooldown_remaining(obj, cooldown_minutes, annotation, now)
         out.append(report)
     return out

@@ -143,6 +143,34 @@ def selector_matches(selector, labels):
     return True
 
 
+def owned_pods(workload, pods):
+    """The pods a workload really has: in its namespace, selected by its whole selector (matchLabels and
+    matchExpressions; an empty one selects nothing) and controlled by it - a StatefulSet's or DaemonSet's
+    pods name it (its uid when known) as their controller, a Deployment's name one of its ReplicaSets
+    (<name>-<pod-template-hash>). Another workload whose labels overlap, or a bare pod that happens to
+    match, is never counted (nor restarted, nor deleted) as this one's."""
+    meta = (workload or {}).get("metadata") or {}
+    kind, name, namespace, uid = (workload or {}).get("kind"), meta.get("name"), meta.get("namespace"), meta.get("uid")
+    selector = ((workload or {}).get("spec") or {}).get("selector") or {}
+    out = []
+    for pod in pods or []:
+        pmeta = pod.get("metadata") or {}
+        if pmeta.get("namespace") != namespace or not selector_matches(selector, pmeta.get("labels")):
+            continue
+        owner = next((o for o in pmeta.get("ownerReferences") or [] if o.get("controller")), None)
+        if owner is None:
+            continue
+        if kind == "Deployment":
+            template_hash = (pmeta.get("labels") or {}).get("pod-template-hash")
+            if owner.get("kind") != "ReplicaSet" or not template_hash \
+                    or owner.get("name") != "%s-%s" % (name, template_hash):
+                continue
+        elif owner.get("kind") != kind or owner.get("name") != name or (uid and owner.get("uid") != uid):
+            continue
+        out.append(pod)
+    return out
+
+
 # ------------------------------------------------------------------------ verdicts
 
 def pod_health(pod, restart_threshold=3):

@@ -151,3 +151,39 @@ def test_a_rollout_that_cannot_complete_is_reported_with_the_pods_reasons(scratc
     assert result.rc != 0
     assert f"the rollout of Deployment/{scratch.ns}/doomed did not complete within 8s" in result.stdout
     assert "CrashLoopBackOff" in result.stdout
+
+
+def test_another_workloads_pods_that_share_its_labels_are_never_judged_or_deleted(scratch):
+    """Two StatefulSets whose labels overlap: `shared`'s selector (app=shared) also selects `twin`'s
+    pods (app=shared, member=twin). twin crash-loops; restarting `shared` must neither see twin's pods
+    as its own (it is healthy: nothing to do) nor delete them (a StatefulSet restart deletes the
+    workload's unhealthy pods)."""
+    def statefulset(name, selector, labels):
+        return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
+                "spec": {"replicas": 1, "serviceName": name, "selector": selector,
+                         "template": {"metadata": {"labels": labels},
+                                      "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}}}
+
+    scratch.apps.create_namespaced_stateful_set(scratch.ns, statefulset(
+        "shared", {"matchLabels": {"app": "shared"}}, {"app": "shared", "member": "shared"}))
+    scratch.apps.create_namespaced_stateful_set(scratch.ns, statefulset(
+        "twin", {"matchLabels": {"app": "shared", "member": "twin"}}, {"app": "shared", "member": "twin"}))
+    scratch.wait(lambda: all((scratch.apps.read_namespaced_stateful_set(n, scratch.ns).status.ready_replicas or 0) == 1
+                             for n in ("shared", "twin")), "both StatefulSets ready")
+    scratch.core.patch_namespaced_pod("twin-0", scratch.ns, {"metadata": {"labels": {"saasodoo.test/crashloop": "true"}}})
+    scratch.wait(lambda: (scratch.core.read_namespaced_pod("twin-0", scratch.ns).status.container_statuses[0]
+                          .restart_count or 0) >= 3, "twin-0 crash-looping")
+    twin_uid = scratch.core.read_namespaced_pod("twin-0", scratch.ns).metadata.uid
+
+    result = run_playbook(PLAYBOOK, extravars={
+        "restart_service_workloads": [{"kind": "StatefulSet", "name": "shared", "namespace": scratch.ns}],
+        "restart_service_timeout": 60, "restart_service_poll_interval": 1})
+
+    # Read before anything is undone: twin's crash-looping pod is the same pod, nothing was restarted.
+    twin_after = scratch.core.read_namespaced_pod("twin-0", scratch.ns)
+    shared = scratch.apps.read_namespaced_stateful_set("shared", scratch.ns)
+    assert result.rc == 0 and result.changed == 0, result.stdout[-3000:]
+    res = result.artifacts["restart_service_result"]
+    assert res["restarted"] == [] and res["found"][0]["healthy"] is True, res["found"]
+    assert twin_after.metadata.uid == twin_uid and twin_after.metadata.deletion_timestamp is None
+    assert "kubectl.kubernetes.io/restartedAt" not in (shared.spec.template.metadata.annotations or {})

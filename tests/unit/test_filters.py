@@ -9,7 +9,9 @@ def pod(name, phase="Running", ready=True, restarts=0, waiting=None, last=None, 
     cs = {"name": "app", "restartCount": restarts, "state": {"waiting": {"reason": waiting}} if waiting else {"running": {}}}
     if last:
         cs["lastState"] = {"terminated": {"reason": last, "exitCode": exit_code}}
-    meta = {"name": name, "namespace": "ns", "labels": {"app": "x"}}
+    # Owned like a real Deployment's pod: through the ReplicaSet <deployment>-<pod-template-hash>.
+    meta = {"name": name, "namespace": "ns", "labels": {"app": "x", "pod-template-hash": "abc"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "web-abc", "controller": True}]}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {"metadata": meta, "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
@@ -262,3 +264,29 @@ def test_read_queries_keep_each_target_as_the_results_item():
     target = {"namespace": "n2", "pod": "p2", "container": "c"}
     assert k8s_log_reads([target], None, 10, 600, "pod") == [
         {"name": "p2", "namespace": "n2", "container": "c", "tail_lines": 10, "since_seconds": 600, "item": target}]
+
+
+def test_only_the_pods_a_workload_owns_count():
+    """Another workload's pods that its labels select, a bare pod, a pod of another namespace: none is its."""
+    mine = pod("web-abc-1")
+    other_rs = pod("web-api-def-1")
+    other_rs["metadata"]["labels"]["pod-template-hash"] = "def"
+    other_rs["metadata"]["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-api-def", "controller": True}]
+    bare = pod("debug")
+    bare["metadata"]["ownerReferences"] = []
+    elsewhere = pod("web-abc-2")
+    elsewhere["metadata"]["namespace"] = "other"
+    assert f.k8s_health.owned_pods(deployment(), [mine, other_rs, bare, elsewhere]) == [mine]
+    broken = pod("broken", ready=False, waiting="CrashLoopBackOff", restarts=9)
+    [report] = f.workloads_health([deployment()], [[mine, other_rs, bare]])
+    assert report["healthy"] is True and [p["name"] for p in report["pods"]] == ["web-abc-1"]
+    [report] = f.workloads_health([deployment()], [[mine, broken]])
+    assert report["healthy"] is False  # its own crash-looping pod counts
+    sts = {"kind": "StatefulSet", "metadata": {"name": "db", "namespace": "ns", "uid": "u1"},
+           "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["x"]}]}}}
+    own, twin = pod("db-0"), pod("db-b-0")
+    own["metadata"]["ownerReferences"] = [{"kind": "StatefulSet", "name": "db", "uid": "u1", "controller": True}]
+    twin["metadata"]["ownerReferences"] = [{"kind": "StatefulSet", "name": "db-b", "uid": "u2", "controller": True}]
+    assert f.k8s_health.owned_pods(sts, [own, twin]) == [own]
+    sts["spec"]["selector"] = {}
+    assert f.k8s_health.owned_pods(sts, [own]) == []  # an empty selector selects nothing
