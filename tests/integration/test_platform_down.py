@@ -111,6 +111,37 @@ def test_frontend_scaled_to_zero_is_scaled_back(platform):
             fault.undo()
 
 
+def test_a_component_stopped_on_purpose_is_not_scaled_up(platform):
+    """scale_backend's stop mode (data_loss.yml, restore_backup) records the replicas it had and scales to
+    zero: platform_down names it, hands it over and leaves it at zero (a restore may be running)."""
+    frontend = platform["saasodoo_components"]["frontend"]
+    annotation = platform["platform_down_stop_annotation"]
+    faults.wait_healthy("frontend")
+    patch = faults.apps().patch_namespaced_deployment
+    patch(frontend["name"], frontend["namespace"], {"metadata": {"annotations": {annotation: str(frontend["replicas"])}},
+                                                    "spec": {"replicas": 0}})
+    try:
+        faults.wait_until("frontend to have no pods", lambda: not faults._pods(frontend))
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        # Read before the stop is undone: still at zero, still carrying its record.
+        workload = faults._workload(frontend)
+        assert workload.spec.replicas == 0
+        assert (workload.metadata.annotations or {}).get(annotation) == str(frontend["replicas"])
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["platform_down_report"]
+        assert ("WORKLOAD_SCALED_TO_ZERO", "frontend") in _codes(report)
+        assert not [a for a in report["actions"] if "frontend" in a], report["actions"]
+        ref = f"Deployment/{frontend['namespace']}/{frontend['name']}"
+        skipped = next(s for s in report["skipped"] if s["ref"] == ref)
+        assert skipped["why"].startswith(f"stopped on purpose ({annotation} records the replicas it had)")
+        assert report["healthy_after"] is False
+    finally:
+        patch(frontend["name"], frontend["namespace"], {"metadata": {"annotations": {annotation: None}},
+                                                        "spec": {"replicas": frontend["replicas"]}})
+        faults.wait_healthy("frontend")
+
+
 def _public_status(platform) -> int:
     """HTTP status of the public HTTPS entry point (the test bed's endpoint follows Traefik's pods)."""
     import ssl
