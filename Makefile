@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 WORKERS ?= 2
 
 .PHONY: help venv testbed-build testbed-up testbed-down testbed-status services-up services-down \
-        platform platform-teardown lint unit integration molecule test demo clean
+        platform platform-teardown lint unit integration bench molecule test demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -75,6 +75,9 @@ unit: venv ## Unit tests (no test bed needed)
 
 integration: venv testbed-build ## Integration tests on $(WORKERS) real test beds side by side (each deploys the sample platform once)
 	$(BIN)/python tests/parallel.py --workers $(WORKERS) $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
+
+bench: platform ## Time every runbook (check mode) on the test bed: wall and CPU seconds, a table and .cache/bench/runbook_bench.json
+	$(BIN)/python bench/runbook_bench.py $(BENCH_ARGS)
 
 molecule: testbed-up ## molecule test (converge, idempotence, verify) for every role that has a scenario
 	@for scenario in roles/*/molecule/default; do \
