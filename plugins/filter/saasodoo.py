@@ -214,14 +214,15 @@ def probe_result(result):
             "error": error.split("\n")[0][:200]}
 
 
-def platform_diagnosis(nodes, components, workloads, pods, layers, restart_threshold=3, probes=None):
+def platform_diagnosis(nodes, components, workloads, pods, layers, restart_threshold=3, probes=None, annotations=None):
     """Judge the platform layer by layer from a handful of cluster-wide lists.
 
     nodes, workloads and pods are the `resources` of k8s_info calls (workloads: every
     Deployment, StatefulSet and DaemonSet; pods: every pod), components the inventory's
     `saasodoo_components`, layers the order in which to look (e.g. nodes, ingress, ...).
     probes are HTTP checks of endpoints (e.g. the external services), each with name, layer,
-    url, critical, ok, status and error; a failed probe is a finding in its layer.
+    url, critical, ok, status and error; a failed probe is a finding in its layer. annotations: the
+    workload annotation keys each component report keeps (under `annotations`; by default none).
     """
     index = {(w.get("kind"), _get(w, "metadata", "namespace"), _get(w, "metadata", "name")): w
              for w in workloads or []}
@@ -244,7 +245,9 @@ def platform_diagnosis(nodes, components, workloads, pods, layers, restart_thres
             own = [p for p in pods or [] if _get(p, "metadata", "namespace") == spec.get("namespace") and _selects(match, p)]
             report = workload_health(obj, own, restart_threshold)
             report["missing"] = False
-            report.pop("annotations", None)
+            found = report.pop("annotations", None) or {}
+            if annotations:
+                report["annotations"] = {k: found[k] for k in annotations if k in found}
             bad = [p for p in report["pods"] if not p["healthy"] and not p["terminating"]]
             evidence = [f"{p['name']}: {', '.join(p['reasons'])}" for p in bad]
             severity = "critical" if critical else "high"
