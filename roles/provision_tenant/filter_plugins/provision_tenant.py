@@ -84,10 +84,15 @@ def provision_tenant_plan(manifests, dry_run, cleanup=False, tenant_label=None):
     live_ns = ns_result.get("result") or {}
     terminating = bool(ns_exists and (live_ns.get("metadata") or {}).get("deletionTimestamp"))
     rebuild = bool(ns_exists and (cleanup or terminating))
-    # The live labels: before the (dry-run) apply when it would change the Namespace, else as read.
-    live_meta = ((ns_result.get("diff") or {}).get("before") or live_ns).get("metadata") or {}
+    # The namespace's tenant label as it is now. The dry run's diff holds only what the apply would change
+    # (before and after): when it would set the tenant label, the label is missing or names another slug;
+    # otherwise it already is the wanted one.
     wanted = ((ns_manifest.get("metadata") or {}).get("labels") or {}).get(tenant_label) if tenant_label else None
-    found = (live_meta.get("labels") or {}).get(tenant_label) if tenant_label else None
+    diff = ns_result.get("diff") or {}
+    changes = ((diff.get("after") or {}).get("metadata") or {}).get("labels") or {}
+    found = wanted
+    if tenant_label and tenant_label in changes:
+        found = (((diff.get("before") or {}).get("metadata") or {}).get("labels") or {}).get(tenant_label)
     plan = {"namespace": namespace, "namespace_exists": ns_exists, "terminating": terminating, "rebuild": rebuild,
             "namespace_foreign": bool(ns_exists and tenant_label and found != wanted), "namespace_tenant": found,
             "actions": [], "in_sync": [], "errors": [], "apply": [], "check_apply": []}
