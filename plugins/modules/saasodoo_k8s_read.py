@@ -76,6 +76,27 @@ options:
             C(results | selectattr('item.kind', 'equalto', 'Pod')) works as after a looped
             M(kubernetes.core.k8s_info).
         type: raw
+  wait_for:
+    description:
+      - Read again, every O(wait_interval) seconds inside this one module run, until the answer is what is
+        waited for; at O(wait_timeout) the task fails with the last answer in RV(results) and says what was
+        still missing.
+      - C(rollout) - every query finds its object(s), and every Deployment, StatefulSet or DaemonSet found has
+        completed its rollout (as C(kubectl rollout status) judges; a rollout past its progress deadline fails
+        at once).
+      - C(absent) - no query finds anything (pods gone after a scale to zero, a namespace deleted).
+      - C(none) - read once (the default).
+    type: str
+    choices: [none, rollout, absent]
+    default: none
+  wait_timeout:
+    description: Seconds O(wait_for) may wait.
+    type: int
+    default: 120
+  wait_interval:
+    description: Seconds between two reads while waiting.
+    type: float
+    default: 1.0
   page_size:
     description: Objects per page of each list call (the API's C(limit)). C(0) disables pagination.
     type: int
@@ -135,6 +156,10 @@ results:
     query:
       description: The query as made (kind, api_version, namespace, name, selectors).
       type: dict
+waited:
+  description: Seconds spent waiting (O(wait_for)).
+  returned: success and when the wait timed out
+  type: float
 api_calls:
   description: How many requests were sent to the API server (discovery, every page of every list).
   returned: success
@@ -142,11 +167,13 @@ api_calls:
   sample: 6
 """
 
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError
+from ansible.module_utils.saasodoo_k8s_health import rollout_status
 from ansible.module_utils.saasodoo_k8s import (
     HAS_KUBERNETES,
     K8S_COMMON_ARGS,
@@ -279,7 +306,39 @@ def check(queries):
     return None
 
 
-def read(params, api_client=None):
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+class WaitTimedOut(DiagnosisError):
+    """What was waited for did not happen in time; carries the last answer."""
+
+    def __init__(self, message, result):
+        super(WaitTimedOut, self).__init__(message)
+        self.result = result
+
+
+def missing(results, wait_for):
+    """Why the answer is not yet what is waited for ('' when it is); a rollout past its deadline raises."""
+    if wait_for == "absent":
+        left = ["%s %s" % (o.get("kind"), (o.get("metadata") or {}).get("name")) for r in results for o in r["resources"]]
+        return "still there: %s" % ", ".join(left[:10]) if left else ""
+    for r in results:
+        q = r["query"]
+        if not r["resources"]:
+            return "%s %s not found" % (q.get("kind"), q.get("name") or "objects")
+        for obj in r["resources"]:
+            if obj.get("kind") in WORKLOAD_KINDS:
+                status = rollout_status(obj)
+                ref = "%s/%s/%s" % (obj["kind"], (obj.get("metadata") or {}).get("namespace"),
+                                    (obj.get("metadata") or {}).get("name"))
+                if status.get("failed"):
+                    raise WaitTimedOut("%s: %s" % (ref, status["message"]), {"results": results})
+                if not status["complete"]:
+                    return "%s: %s" % (ref, status["message"])
+    return ""
+
+
+def read(params, api_client=None, sleep=time.sleep, clock=time.monotonic):
     dyn = DynamicClient(api_client or client(params), discoverer=_NoDiscovery)
     counter = ApiCallCounter()
     timeout, page_size = params["request_timeout"], params["page_size"]
@@ -287,11 +346,31 @@ def read(params, api_client=None):
                for q in params["queries"]]
     versions = sorted(set(q["api_version"] for q in queries))
     threads = max(1, min(MAX_THREADS, len(queries)))
+    wait_for = params.get("wait_for") or "none"
+    start = clock()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         found = dict(zip(versions, pool.map(lambda v: discover(dyn, v, counter, timeout), versions)))
-        results = list(pool.map(lambda q: read_one(dyn, q, found[q["api_version"]], counter, page_size, timeout),
-                                queries))
-    return {"changed": False, "results": results, "api_calls": counter.calls}
+        while True:
+            results = list(pool.map(lambda q: read_one(dyn, q, found[q["api_version"]], counter, page_size, timeout),
+                                    queries))
+            if wait_for == "none":
+                break
+            try:
+                left = missing(results, wait_for)
+            except WaitTimedOut as exc:
+                exc.result.update(waited=round(clock() - start, 1), api_calls=counter.calls)
+                raise
+            waited = clock() - start
+            if not left:
+                break
+            if waited >= params["wait_timeout"]:
+                raise WaitTimedOut("waited %ss for %s: %s" % (params["wait_timeout"], wait_for, left),
+                                   {"results": results, "waited": round(waited, 1), "api_calls": counter.calls})
+            sleep(max(0.1, min(params["wait_interval"], params["wait_timeout"] - waited)))
+    out = {"changed": False, "results": results, "api_calls": counter.calls}
+    if wait_for != "none":
+        out["waited"] = round(clock() - start, 1)
+    return out
 
 
 def main():
@@ -307,6 +386,9 @@ def main():
             keys_only=dict(type="bool", default=False, no_log=False),
             item=dict(type="raw"),
         )),
+        wait_for=dict(type="str", choices=["none", "rollout", "absent"], default="none"),
+        wait_timeout=dict(type="int", default=120),
+        wait_interval=dict(type="float", default=1.0),
         page_size=dict(type="int", default=500),
         request_timeout=dict(type="int", default=30),
     )
@@ -318,9 +400,13 @@ def main():
         problem = "page_size must be 0 or more and request_timeout 1 or more"
     if problem:
         module.fail_json(msg="saasodoo_k8s_read: %s" % problem)
+    if module.params["wait_timeout"] < 0 or module.params["wait_interval"] <= 0:
+        module.fail_json(msg="saasodoo_k8s_read: wait_timeout must be 0 or more and wait_interval above 0")
     error, extra = None, {}
     try:
         result = read(module.params)
+    except WaitTimedOut as e:
+        error, extra = "saasodoo_k8s_read: %s" % e, e.result
     except DiagnosisError as e:
         error = "saasodoo_k8s_read: %s" % e
     except Exception as e:  # pylint: disable=broad-except  # a bug: still a message; the traceback with -vvv
