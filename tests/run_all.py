@@ -4,11 +4,14 @@
     python3 tests/run_all.py [--workers N]
 
 Phases: the virtualenv, the test bed's binaries (testbed/build.sh: linked from the machine's
-cache when built once on this machine), ansible-lint (production profile), the unit tests, then
-the integration tests and every role's Molecule scenario on N test beds side by side
-(tests/parallel.py). A failing phase does not stop the later ones when they can still run
-(lint and unit failures are reported together with the integration results); a failed
-virtualenv or build stops the run. Standard library only: it runs before the virtualenv exists.
+cache when built once on this machine), then the integration tests and every role's Molecule
+scenario on N test beds side by side (tests/parallel.py), with ansible-lint (production profile)
+and the unit tests running alongside them at a lower CPU priority: the integration phase waits on
+rollouts and kwok's pod stages for about a fifth of its time, and lint and unit fill that idle
+CPU instead of adding their own minutes in front (measured in the commit that made them run
+alongside). Their output is kept in .cache/junit/{lint,unit}.log and printed, in full, after the
+integration phase. A failing phase does not stop the others; a failed virtualenv or build stops
+the run. Standard library only: it runs before the virtualenv exists.
 
 The last lines: a table of the phases with their wall time and result, then one line
 `all: N passed, N failed, N skipped` counting the unit tests, the integration tests and the
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -46,6 +51,35 @@ def counts(path: Path) -> tuple[int, int, int]:
     return passed, failed, skipped
 
 
+class Background:
+    """A phase run beside the integration phase: its output to a file, its own wall time."""
+
+    def __init__(self, name: str, cmd: list[str], log: Path):
+        self.name, self.log = name, log
+        self.handle = log.open("w")
+        self.start = time.monotonic()
+        self.seconds = 0.0
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.handle, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        self.seconds = time.monotonic() - self.start
+
+    def wait(self) -> int:
+        self.waiter.join()
+        self.handle.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("TEST_WORKERS", "2")),
@@ -55,23 +89,50 @@ def main(argv: list[str]) -> int:
     for old in JUNIT.glob("*.xml"):
         old.unlink()
 
-    phases = [
-        ("venv", ["make", "--no-print-directory", "venv"], True),
-        ("testbed build", ["bash", "testbed/build.sh"], True),
-        ("lint", ["make", "--no-print-directory", "lint"], False),
-        ("unit", [str(VENV_PY), "-m", "pytest", "tests/unit", "-q", f"--junitxml={JUNIT / 'unit.xml'}"], False),
-        (f"integration + molecule ({args.workers} beds)",
-         [str(VENV_PY), "tests/parallel.py", "--molecule", f"--workers={args.workers}"], False),
+    serial = [
+        ("venv", ["make", "--no-print-directory", "venv"]),
+        ("testbed build", ["bash", "testbed/build.sh"]),
     ]
+    alongside = [
+        ("lint", ["make", "--no-print-directory", "lint"]),
+        ("unit", [str(VENV_PY), "-m", "pytest", "tests/unit", "-q", f"--junitxml={JUNIT / 'unit.xml'}"]),
+    ]
+    main_phase = (f"integration + molecule ({args.workers} beds)",
+                  [str(VENV_PY), "tests/parallel.py", "--molecule", f"--workers={args.workers}"])
+    expected = len(serial) + len(alongside) + 1
     results: list[tuple[str, float, str]] = []
     start = time.monotonic()
-    for name, cmd, stops in phases:
+    for name, cmd in serial:
         print(f"\n======== {name}: {' '.join(cmd)}", flush=True)
         t = time.monotonic()
         rc = subprocess.run(cmd, cwd=ROOT, check=False).returncode
         results.append((name, time.monotonic() - t, "passed" if rc == 0 else f"FAILED (exit {rc})"))
-        if rc != 0 and stops:
+        if rc != 0:
             break
+    else:
+        background = []
+        for name, cmd in alongside:
+            log = JUNIT / f"{name}.log"
+            print(f"\n======== {name}, alongside the integration phase (its output follows that phase): "
+                  f"{' '.join(cmd)}", flush=True)
+            # nice: the integration phase's critical path keeps the CPU it needs; lint and unit take the rest
+            background.append(Background(name, ["nice", "-n", "10", *cmd], log))
+        name, cmd = main_phase
+        print(f"\n======== {name}: {' '.join(cmd)}", flush=True)
+        t = time.monotonic()
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT, check=False).returncode
+        except BaseException:       # Ctrl-C: nothing left running behind
+            for job in background:
+                job.kill()
+            raise
+        integration = (name, time.monotonic() - t, "passed" if rc == 0 else f"FAILED (exit {rc})")
+        for job in background:
+            rc = job.wait()
+            print(f"\n======== {job.name} (ran alongside; its output from {job.log.relative_to(ROOT)})", flush=True)
+            print(job.log.read_text(), end="", flush=True)
+            results.append((f"{job.name} (alongside)", job.seconds, "passed" if rc == 0 else f"FAILED (exit {rc})"))
+        results.append(integration)
 
     unit = counts(JUNIT / "unit.xml")
     integ = [counts(p) for p in sorted(JUNIT.glob("w*.xml"))]
@@ -96,7 +157,7 @@ def main(argv: list[str]) -> int:
     if failed_phases and f == 0:
         f = len(failed_phases)   # a failed phase with no failed test (lint, a bed that did not start) still counts
     print(f"all: {p} passed, {f} failed, {s} skipped", flush=True)
-    return 0 if not failed_phases and len(results) == len(phases) else 1
+    return 0 if not failed_phases and len(results) == expected else 1
 
 
 if __name__ == "__main__":
