@@ -43,6 +43,11 @@ def db_performance_tuned_values(tuned):
     return dict((name, "%s" % spec["value"]) for name, spec in sorted((tuned or {}).items()))
 
 
+def db_performance_only_raise(tuned):
+    """Names of the tuned settings marked ``only_raise: true`` (never lowered), sorted."""
+    return sorted(name for name, spec in (tuned or {}).items() if spec.get("only_raise"))
+
+
 def db_performance_env_points_at(workload, host, port, env_names, container=None):
     """Whether the container's env has env_names.host == host and env_names.port == port.
 
@@ -145,6 +150,17 @@ def db_performance_findings(ctx):
                                  " (needs a restart)" if s["restart_required"] else " (a reload is enough)")
              for s in to_set],
             comp, ref, "apply the tuned settings (ALTER SYSTEM)"))
+    kept = [by_name[n] for n in sorted(wanted) if n in by_name and by_name[n]["action"] == "kept"]
+    if kept:
+        findings.append(_finding(
+            "DB_SETTING_KEPT_HIGHER", "low",
+            "PostgreSQL already allows more than the tuned value of %s: kept, never lowered." % ", ".join(
+                s["name"] for s in kept),
+            ["%s: %s in use%s, tuned value %s (only raised)" % (
+                s["name"], s["current"], ", %s waiting in %s" % (s["file_value"], s["file"])
+                if s["file_value"] not in (None, s["setting"]) else "",
+                s["desired"]) for s in kept],
+            comp, ref, "nothing: a lower value would cut what the server allows today"))
     pending = [s for s in tuning.get("settings") or [] if s["action"] == "restart_pending"]
     if pending:
         findings.append(_finding(
@@ -257,6 +273,7 @@ class FilterModule:
         return {
             "db_performance_wanted_settings": db_performance_wanted_settings,
             "db_performance_tuned_values": db_performance_tuned_values,
+            "db_performance_only_raise": db_performance_only_raise,
             "db_performance_env_points_at": db_performance_env_points_at,
             "db_performance_pgbouncer_ini": db_performance_pgbouncer_ini,
             "db_performance_findings": db_performance_findings,

@@ -16,7 +16,9 @@ PostgreSQL's units (memory units are powers of 1024; time units us, ms, s, min, 
 - ``ok``: in use already;
 - ``set``: ALTER SYSTEM is needed (then a reload, or a restart for context postmaster);
 - ``restart_pending``: the files already hold the desired value, only a restart applies it
-  (setting it again would change nothing).
+  (setting it again would change nothing);
+- ``kept``: a setting that may only be raised (``only_raise``, e.g. max_connections) whose value
+  in use or waiting in the files is above the desired one: it is never lowered.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -105,16 +107,30 @@ def file_values(file_rows):
     return out
 
 
-def plan(rows, file_rows, desired, file_readable=True):
-    """Per desired setting: what is in use, what the files say and the action (ok, set,
-    restart_pending). ``rows``: pg_settings rows (name, setting, unit, vartype, context,
-    pending_restart, shown); ``file_rows``: pg_file_settings rows; ``desired``: {name: value}.
+def above(desired, values, unit, vartype):
+    """Whether any of ``values`` (pg_settings.setting or a file value; None skipped) is above the
+    desired value, by value with the setting's unit. Only numbers can be; SettingValueError when
+    the desired value is not one."""
+    if (vartype or "").lower() not in ("integer", "real"):
+        raise SettingValueError("only numeric settings can be kept from being lowered (this one is %s)" % vartype)
+    want = to_base(desired, unit, vartype)
+    _, scale = _unit_scale(unit)
+    return any(to_base(v, unit, vartype) > want + max(scale, 1e-9) / 2.0 for v in values if v is not None)
 
-    Returns {settings: [...], to_set, restart_pending, restart_required, errors}.
+
+def plan(rows, file_rows, desired, file_readable=True, only_raise=()):
+    """Per desired setting: what is in use, what the files say and the action (ok, set,
+    restart_pending, kept). ``rows``: pg_settings rows (name, setting, unit, vartype, context,
+    pending_restart, shown); ``file_rows``: pg_file_settings rows; ``desired``: {name: value};
+    ``only_raise``: names of settings that are never lowered (kept when the server's value in
+    use, or the value waiting in its files, is above the desired one).
+
+    Returns {settings: [...], to_set, restart_pending, kept, restart_required, errors}.
     """
     by_name = dict((r["name"], r) for r in rows or [])
     files = file_values(file_rows) if file_readable else {}
-    out = {"settings": [], "to_set": [], "restart_pending": [], "restart_required": False, "errors": []}
+    only_raise = set(only_raise or ())
+    out = {"settings": [], "to_set": [], "restart_pending": [], "kept": [], "restart_required": False, "errors": []}
     for name in sorted(desired):
         value = "%s" % desired[name]
         row = by_name.get(name)
@@ -138,10 +154,14 @@ def plan(rows, file_rows, desired, file_readable=True):
                 in_file = in_use  # no file sets it: the built-in default is what a restart keeps
             else:
                 in_file = compare_value(value, file_value, row.get("unit"), row.get("vartype"))
+            higher = name in only_raise and above(value, (row.get("setting"), file_value), row.get("unit"),
+                                                  row.get("vartype"))
         except SettingValueError as e:
             out["errors"].append("%s: %s" % (name, e))
             continue
-        if entry["restart_required"]:
+        if higher:
+            entry["action"] = "kept"
+        elif entry["restart_required"]:
             if in_use and in_file is not False:
                 entry["action"] = "ok"
             elif in_file or (in_file is None and entry["pending_restart"]):
@@ -155,6 +175,9 @@ def plan(rows, file_rows, desired, file_readable=True):
             out["to_set"].append(name)
         elif entry["action"] == "restart_pending":
             out["restart_pending"].append(name)
+        elif entry["action"] == "kept":
+            out["kept"].append(name)
         out["settings"].append(entry)
-    out["restart_required"] = any(s["restart_required"] and s["action"] != "ok" for s in out["settings"])
+    out["restart_required"] = any(s["restart_required"] and s["action"] not in ("ok", "kept")
+                                  for s in out["settings"])
     return out

@@ -23,6 +23,7 @@ description:
   - C(pg_file_settings) is readable by superusers, or after C(GRANT SELECT ON pg_file_settings) and
     C(GRANT EXECUTE ON FUNCTION pg_show_all_file_settings()). Without it, C(file_settings_readable) is false and
     a setting with C(pending_restart) is taken as waiting for its desired value.
+  - Settings named in O(only_raise) are never lowered - C(kept) (the server's value is above the desired one).
   - Never changes anything; every transaction of its session is read-only.
 version_added: "1.0.0"
 author:
@@ -36,6 +37,16 @@ options:
       - "Desired values, C({name: value}); values as in C(postgresql.conf) (C(5min), C(500ms), C(1GB), C(on))."
     type: dict
     required: true
+  only_raise:
+    description:
+      - Names of numeric settings that are only ever raised, never lowered (C(max_connections) - lowering it
+        drops connections a running platform counts on). When the value in use, or the value waiting in the
+        configuration files for a restart, is above the desired one, the setting's action is C(kept) and it
+        is not in RV(to_set).
+      - A non-numeric setting here is an error.
+    type: list
+    elements: str
+    default: []
 extends_documentation_fragment:
   - saasodoo_pg
 attributes:
@@ -58,6 +69,7 @@ EXAMPLES = r"""
     settings:
       max_connections: "100"
       idle_in_transaction_session_timeout: 5min
+    only_raise: [max_connections]
   register: __tuning
 
 - name: PATCH | Apply what is not in use yet
@@ -69,7 +81,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 settings:
-  description: One entry per desired setting, sorted by name.
+  description: One entry per desired setting, sorted by name; C(action) is C(ok), C(set), C(restart_pending) or C(kept).
   returned: always
   type: list
   elements: dict
@@ -88,6 +100,11 @@ to_set:
   elements: str
 restart_pending:
   description: Names of the settings whose desired value waits in the files for a restart.
+  returned: always
+  type: list
+  elements: str
+kept:
+  description: Names of the O(only_raise) settings left as they are because the server's value is above the desired one.
   returned: always
   type: list
   elements: str
@@ -130,6 +147,7 @@ def read(params, names):
 def argument_spec():
     spec = dict(POSTGRES_COMMON_ARGS)
     spec["settings"] = dict(type="dict", required=True)
+    spec["only_raise"] = dict(type="list", elements="str", default=[])
     return spec
 
 
@@ -141,7 +159,7 @@ def main():
     error, result = None, None
     try:
         rows, file_rows, readable = read(params, sorted(desired))
-        result = plan(rows, file_rows, desired, readable)
+        result = plan(rows, file_rows, desired, readable, only_raise=params["only_raise"])
         result["file_settings_readable"] = readable
     except DiagnosisError as e:
         error = "%s" % e

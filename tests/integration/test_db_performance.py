@@ -300,8 +300,15 @@ def alive(pid):
 
 def test_blocking_lock_is_reported_and_terminated_only_when_asked(blocking_lock):
     pid = blocking_lock["pid"]
-    extra = {"db_performance_thresholds": blocking_lock["thresholds"]}
+    # The server already allows more connections than this tuned value, which the lock calls for too:
+    # max_connections is only ever raised, so every run below must leave it as the server has it.
+    max_connections = int(show("max_connections")[0])
+    lower = str(max_connections // 2)
+    tuned = dict(VARS["db_performance_tuned_settings"],
+                 max_connections={"value": lower, "for": ["PG_BLOCKING_LOCKS"], "only_raise": True})
+    extra = {"db_performance_thresholds": blocking_lock["thresholds"], "db_performance_tuned_settings": tuned}
     before = settings_state()
+    max_before = file_value("max_connections")
 
     check = run_playbook("db_performance.yml", extravars=dict(extra, db_performance_terminate_blockers=True),
                          check=True)
@@ -311,6 +318,9 @@ def test_blocking_lock_is_reported_and_terminated_only_when_asked(blocking_lock)
     assert any(a.startswith(f"would terminate blocking session {pid}; its query: UPDATE tenants")
                for a in report["actions"]), report["actions"]
     assert "would set log_lock_waits = on (ALTER SYSTEM; reloaded)" in report["actions"]
+    kept = next(f for f in report["findings"] if f["code"] == "DB_SETTING_KEPT_HIGHER")
+    assert kept["evidence"] == [f"max_connections: {max_connections} in use, tuned value {lower} (only raised)"]
+    assert not any("max_connections" in a for a in report["actions"]), report["actions"]
     assert settings_state() == before
     assert alive(pid)
 
@@ -325,6 +335,9 @@ def test_blocking_lock_is_reported_and_terminated_only_when_asked(blocking_lock)
     assert "set log_lock_waits = on (ALTER SYSTEM; reloaded)" in report["actions"]
     assert not any("terminated" in a for a in report["actions"])
     assert show("log_lock_waits")[0] == "on"
+    assert not any("max_connections" in a for a in report["actions"]), report["actions"]
+    assert show("max_connections")[0] == str(max_connections)
+    assert file_value("max_connections") == max_before
     assert alive(pid) and "done" not in blocking_lock["outcome"]
 
     # With the explicit variable: terminated, the waiting session goes on.

@@ -105,6 +105,53 @@ def test_a_bad_line_in_the_files_is_ignored_and_unreadable_files_fall_back_to_pe
     assert blind["restart_pending"] == ["max_connections"]
 
 
+def test_an_only_raise_setting_is_never_lowered():
+    # The server allows 300; the tuned 100 would cut it: kept, not set, no restart asked for.
+    out = tuning.plan([row("max_connections", "300", "postmaster")], [], {"max_connections": "100"},
+                      only_raise=["max_connections"])
+    assert out["to_set"] == [] and out["kept"] == ["max_connections"] and out["restart_required"] is False
+    assert out["settings"][0]["action"] == "kept"
+    # A higher value waiting in the files for a restart counts too (100 in use, 300 pending).
+    files = [file_row("max_connections", "300", 2, error=tuning.PENDING_ERROR)]
+    waiting = tuning.plan([row("max_connections", "100", "postmaster", pending=True)], files,
+                          {"max_connections": "100"}, only_raise=["max_connections"])
+    assert waiting["kept"] == ["max_connections"] and waiting["to_set"] == []
+    # Below the tuned value it is raised as before; without only_raise it would be lowered.
+    low = tuning.plan([row("max_connections", "50", "postmaster")], [], {"max_connections": "100"},
+                      only_raise=["max_connections"])
+    assert low["to_set"] == ["max_connections"]
+    assert tuning.plan([row("max_connections", "300", "postmaster")], [], {"max_connections": "100"}
+                       )["to_set"] == ["max_connections"]
+    # Equal (in the setting's unit) is ok, not kept; a bool cannot be "only raised".
+    same = tuning.plan([row("shared_buffers", "16384", "postmaster", unit="8kB")], [], {"shared_buffers": "128MB"},
+                       only_raise=["shared_buffers"])
+    assert same["settings"][0]["action"] == "ok"
+    bad = tuning.plan([row("log_lock_waits", "on", vartype="bool")], [], {"log_lock_waits": "on"},
+                      only_raise=["log_lock_waits"])
+    assert bad["errors"] == ["log_lock_waits: only numeric settings can be kept from being lowered (this one is bool)"]
+
+
+def test_a_kept_setting_is_a_low_finding_and_not_a_setting_to_tune():
+    plan = tuning.plan([row("max_connections", "300", "postmaster")], [], {"max_connections": "100"},
+                       only_raise=["max_connections"])
+    out = f.db_performance_findings(ctx(pg=pg_result(["PG_CONNECTIONS_NEAR_LIMIT"]), tuning=plan,
+                                        wanted={"max_connections": "100"}))
+    assert "DB_SETTINGS_NOT_TUNED" not in codes(out)
+    kept = next(x for x in out["findings"] if x["code"] == "DB_SETTING_KEPT_HIGHER")
+    assert kept["severity"] == "low"
+    assert kept["evidence"] == ["max_connections: 300 in use, tuned value 100 (only raised)"]
+    files = [file_row("max_connections", "300", 2, error=tuning.PENDING_ERROR)]
+    waiting = tuning.plan([row("max_connections", "100", "postmaster", pending=True)], files,
+                          {"max_connections": "100"}, only_raise=["max_connections"])
+    out = f.db_performance_findings(ctx(pg=pg_result(["PG_CONNECTIONS_NEAR_LIMIT"]), tuning=waiting,
+                                        wanted={"max_connections": "100"}))
+    kept = next(x for x in out["findings"] if x["code"] == "DB_SETTING_KEPT_HIGHER")
+    assert kept["evidence"] == ["max_connections: 100 in use, 300 waiting in postgresql.auto.conf, tuned value 100 "
+                                "(only raised)"]
+    assert f.db_performance_only_raise({"max_connections": {"value": "100", "only_raise": True},
+                                        "work_mem": {"value": "8MB"}}) == ["max_connections"]
+
+
 def test_unknown_and_internal_settings_are_errors():
     out = tuning.plan([row("block_size", "8192", "internal")], [], {"block_size": "16384", "nope": "1"})
     assert out["errors"] == ["block_size: cannot be changed (internal)", "nope: no such setting on this server"]
