@@ -14,7 +14,9 @@ DOCUMENTATION = """
 name: saasodoo
 short_description: Diagnosis filters for the SaaSOdoo runbooks
 description:
-  - C(k8s_selector) turns a matchLabels dict into label_selectors for kubernetes.core.k8s_info.
+  - C(k8s_selector) turns a matchLabels dict into label_selectors for kubernetes.core.k8s_info;
+    C(k8s_selector_terms) a whole LabelSelector (matchExpressions too).
+  - C(k8s_owner) trims a workload to what saasodoo_k8s_read's C(owned_by) needs (no pod template).
   - C(k8s_queries), C(k8s_manifest_queries) and C(k8s_pod_queries) build saasodoo_k8s_read queries: objects by
     reference, the live objects of desired manifests, the pods of workloads read; C(k8s_log_reads) the
     saasodoo_k8s_logs reads of pods' logs.
@@ -44,6 +46,21 @@ rollout_status = k8s_health.rollout_status
 def k8s_selector(match_labels):
     """{'app': 'x', 'tier': 'y'} -> ['app=x', 'tier=y'] (sorted, for stable output)."""
     return [f"{k}={v}" for k, v in sorted((match_labels or {}).items())]
+
+
+def k8s_owner(workload):
+    """What saasodoo_k8s_read's owned_by needs of a workload - kind, name, namespace, uid and its
+    selector - and nothing else (its pod template may carry env values that must not travel)."""
+    workload = workload or {}
+    meta = workload.get("metadata") or {}
+    return {"kind": workload.get("kind"),
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid") if meta.get(k)},
+            "spec": {"selector": (workload.get("spec") or {}).get("selector") or {}}}
+
+
+def k8s_selector_terms(selector):
+    """A whole LabelSelector (matchLabels and matchExpressions) as label selector terms; [] when empty."""
+    return k8s_health.selector_strings(selector)
 
 
 def k8s_queries(refs):
@@ -88,15 +105,17 @@ def k8s_log_reads(targets, namespace=None, tail_lines=None, since_seconds=None, 
 
 def k8s_pod_queries(results):
     """saasodoo_k8s_read queries for the pods of each workload read (results of k8s_info or
-    saasodoo_k8s_read): the workload's namespace and matchLabels; item is the workload's item.
+    saasodoo_k8s_read): the workload's namespace and matchLabels, env values dropped (keys_only);
+    item is the workload's item.
     Results without a workload are left out."""
     out = []
     for result in results or []:
         workload = ((result or {}).get("resources") or [None])[0]
         if workload:
+            # keys_only: health needs no env values, and the job's events must not carry them.
             out.append({"kind": "Pod", "namespace": _get(workload, "metadata", "namespace"),
                         "label_selectors": k8s_selector(_get(workload, "spec", "selector", "matchLabels")),
-                        "item": result.get("item")})
+                        "keys_only": True, "item": result.get("item")})
     return out
 
 
@@ -445,6 +464,8 @@ class FilterModule:
     def filters(self):
         return {
             "k8s_selector": k8s_selector,
+            "k8s_selector_terms": k8s_selector_terms,
+            "k8s_owner": k8s_owner,
             "k8s_queries": k8s_queries,
             "k8s_pod_queries": k8s_pod_queries,
             "k8s_manifest_queries": k8s_manifest_queries,

@@ -143,6 +143,25 @@ def selector_matches(selector, labels):
     return True
 
 
+def selector_strings(selector):
+    """A LabelSelector as API label selector terms, ANDed: matchLabels as C(k=v), matchExpressions as
+    C(k in (a,b)), C(k notin (a,b)), C(k), C(!k). An empty selector gives [] (which would list
+    everything: callers must treat it as selecting nothing)."""
+    selector = selector or {}
+    out = ["%s=%s" % (k, v) for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), sorted(expr.get("values") or [])
+        if op == "In":
+            out.append("%s in (%s)" % (key, ",".join(values)))
+        elif op == "NotIn":
+            out.append("%s notin (%s)" % (key, ",".join(values)))
+        elif op == "Exists":
+            out.append(key)
+        elif op == "DoesNotExist":
+            out.append("!%s" % key)
+    return out
+
+
 def owned_pods(workload, pods):
     """The pods a workload really has: in its namespace, selected by its whole selector (matchLabels and
     matchExpressions; an empty one selects nothing) and controlled by it - a StatefulSet's or DaemonSet's

@@ -23,7 +23,8 @@ description:
     resources, as M(kubernetes.core.k8s_info) does. A named object that does not exist gives no resources.
     Lists are paginated with O(page_size).
   - With C(keys_only) on a query, the values of Secrets and ConfigMaps (C(data), C(stringData), C(binaryData))
-    are replaced by null inside the module, so a runbook that only needs key names never receives a secret.
+    and the literal C(env) values of pods' and workloads' containers are replaced by null inside the module, so
+    a runbook that only needs key names (or only judges health) never receives a secret.
   - Never changes anything, so check mode runs it as is. The credentials need C(get) (named reads) or C(list)
     on what is read.
 version_added: "1.0.0"
@@ -66,9 +67,22 @@ options:
         elements: str
         default: []
       keys_only:
-        description: For Secrets and ConfigMaps, return the keys with every value replaced by null.
+        description:
+          - For Secrets and ConfigMaps, return the keys with every value replaced by null.
+          - For Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob), every
+            container's literal C(env) value is replaced by null (names and C(valueFrom) kept), so a read that
+            only judges health never carries a password written into a pod spec into the job's events.
         type: bool
         default: false
+      owned_by:
+        description:
+          - For C(kind=Pod) - the workload (a Deployment, StatefulSet or DaemonSet as read, or just its C(kind),
+            C(metadata) C(name), C(namespace) and C(uid), and C(spec.selector)) whose pods to list. The pods are
+            selected by the workload's whole selector (C(matchLabels) and C(matchExpressions)) and kept only when
+            the workload controls them (ownerReferences; a Deployment's through its ReplicaSets), so another
+            workload whose labels overlap is never counted as this one's. An empty selector selects nothing.
+          - The namespace defaults to the workload's; it cannot be combined with O(queries[].name).
+        type: dict
       item:
         description:
           - Any value, returned as the result's C(item) (what a loop's C(item) would have been).
@@ -154,7 +168,7 @@ results:
       description: The query's C(item), unchanged; without one, the query's options that were set.
       type: raw
     query:
-      description: The query as made (kind, api_version, namespace, name, selectors).
+      description: The query as made (kind, api_version, namespace, name, selectors; owned_by as C(Kind/namespace/name)).
       type: dict
 waited:
   description: Seconds spent waiting (O(wait_for)).
@@ -173,7 +187,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError
-from ansible.module_utils.saasodoo_k8s_health import rollout_status
+from ansible.module_utils.saasodoo_k8s_health import owned_pods, rollout_status, selector_strings
 from ansible.module_utils.saasodoo_k8s import (
     HAS_KUBERNETES,
     K8S_COMMON_ARGS,
@@ -226,13 +240,44 @@ class _Get(object):
             raise
 
 
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+# Where each kind keeps its pod spec.
+POD_SPEC_PATHS = {"Pod": ("spec",), "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
+for _kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController", "PodTemplate"):
+    POD_SPEC_PATHS[_kind] = ("template", "spec") if _kind == "PodTemplate" else ("spec", "template", "spec")
+
+
+def _without_env_values(pod_spec):
+    spec = dict(pod_spec)
+    for field in CONTAINER_LISTS:
+        containers = spec.get(field)
+        if isinstance(containers, list):
+            spec[field] = [dict(c, env=[dict(e, value=None) if "value" in e else e for e in c["env"]])
+                           if isinstance(c.get("env"), list) else c for c in containers]
+    return spec
+
+
+def _replace_at(obj, path, change):
+    """obj with the dict at path replaced by change(it), copying only along the path."""
+    if not path:
+        return change(obj)
+    if not isinstance(obj, dict) or not isinstance(obj.get(path[0]), dict):
+        return obj
+    out = dict(obj)
+    out[path[0]] = _replace_at(obj[path[0]], path[1:], change)
+    return out
+
+
 def keys_only(obj):
-    """A Secret or ConfigMap with every value replaced by None (the input is not modified)."""
+    """A Secret or ConfigMap with every value replaced by None; a pod or a workload with every
+    container's literal env value replaced by None (names and valueFrom kept). The input is not
+    modified."""
     out = dict(obj)
     for field in VALUE_FIELDS:
         if isinstance(out.get(field), dict):
             out[field] = dict((k, None) for k in out[field])
-    return out
+    path = POD_SPEC_PATHS.get(out.get("kind"))
+    return _replace_at(out, path, _without_env_values) if path else out
 
 
 def group_path(api_version):
@@ -253,13 +298,27 @@ def discover(dyn, api_version, counter, timeout):
                 for r in answer.get("resources") or [] if "/" not in r.get("name", "/"))
 
 
+def owner_ref(owner):
+    meta = (owner or {}).get("metadata") or {}
+    return "%s/%s/%s" % ((owner or {}).get("kind"), meta.get("namespace"), meta.get("name"))
+
+
 def read_one(dyn, query, kinds, counter, page_size, timeout):
+    owner = query.get("owned_by")
+    if owner:
+        query = dict(query, namespace=query.get("namespace") or (owner.get("metadata") or {}).get("namespace"),
+                     label_selectors=list(query.get("label_selectors") or [])
+                     + selector_strings((owner.get("spec") or {}).get("selector")))
     found = query["kind"] in kinds
     asked = dict((k, query[k]) for k in QUERY_FIELDS if query.get(k) not in (None, [], False))
+    if owner:
+        asked["owned_by"] = owner_ref(owner)
     out = {"resources": [], "api_found": found, "query": asked,
            "item": query["item"] if query.get("item") is not None else asked}
     if not found:
         return out
+    if owner and not selector_strings((owner.get("spec") or {}).get("selector")):
+        return out      # an empty selector selects nothing (listing would return every pod)
     plural, namespaced = kinds[query["kind"]]
     if namespaced and query.get("name") and not query.get("namespace"):
         raise DiagnosisError("the read of %s %s needs a namespace: %s is namespaced" % (
@@ -289,8 +348,10 @@ def read_one(dyn, query, kinds, counter, page_size, timeout):
     for obj in objects:
         obj.setdefault("kind", query["kind"])
         obj.setdefault("apiVersion", query["api_version"])
-    if query.get("keys_only") and query["kind"] in ("Secret", "ConfigMap"):
+    if query.get("keys_only"):
         objects = [keys_only(o) for o in objects]
+    if owner:
+        objects = owned_pods(owner, objects)
     out["resources"] = objects
     return out
 
@@ -303,6 +364,14 @@ def check(queries):
         if q.get("name") and (q.get("label_selectors") or q.get("field_selectors")):
             return "query %d (%s %s) has both a name and selectors; give one or the other" % (
                 i + 1, q["kind"], q["name"])
+        if q.get("owned_by") is not None:
+            owner = q["owned_by"]
+            meta = owner.get("metadata") or {}
+            if q["kind"] != "Pod" or q.get("name"):
+                return "query %d: owned_by lists the pods of a workload (kind Pod, no name)" % (i + 1)
+            if owner.get("kind") not in WORKLOAD_KINDS or not meta.get("name") or not meta.get("namespace"):
+                return "query %d: owned_by needs a %s with metadata.name and metadata.namespace" % (
+                    i + 1, ", ".join(WORKLOAD_KINDS))
     return None
 
 
@@ -384,6 +453,7 @@ def main():
             label_selectors=dict(type="list", elements="str", default=[]),
             field_selectors=dict(type="list", elements="str", default=[]),
             keys_only=dict(type="bool", default=False, no_log=False),
+            owned_by=dict(type="dict"),
             item=dict(type="raw"),
         )),
         wait_for=dict(type="str", choices=["none", "rollout", "absent"], default="none"),

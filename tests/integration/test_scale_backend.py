@@ -47,11 +47,13 @@ class Scratch:
         if wait:
             self.wait(lambda: (self.deployment(name).status.ready_replicas or 0) == replicas, f"{name} ready")
 
-    def stateful_set(self, name: str, replicas: int = 2) -> None:
+    def stateful_set(self, name: str, replicas: int = 2, app: str | None = None, extra_labels: dict | None = None) -> None:
+        """app: the `app` label (default: the name), shared when another workload's is the same."""
+        labels = {"app": app or name, **(extra_labels or {})}
         self.apps.create_namespaced_stateful_set(self.ns, {
             "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": {"app": name}},
-                     "template": _pod_template(name, None)}})
+            "spec": {"replicas": replicas, "serviceName": name, "selector": {"matchLabels": labels},
+                     "template": {**_pod_template(app or name, extra_labels)}}})
         self.wait(lambda: (self.apps.read_namespaced_stateful_set(name, self.ns).status.ready_replicas or 0)
                   == replicas, f"{name} ready")
 
@@ -206,9 +208,18 @@ def test_restore_with_nothing_recorded_uses_the_given_count(scratch):
 
 def test_stop_and_restore_a_stateful_set(scratch):
     scratch.stateful_set("db", replicas=2)
+    # Another StatefulSet whose pods carry db's labels too (app=db, plus copy=yes): db's selector app=db
+    # matches them, but they are not db's. Stopping db must wait for db's own pods only, and leave these.
+    scratch.stateful_set("db-copy", replicas=1, app="db", extra_labels={"copy": "yes"})
+    copy_pods = sorted(p.metadata.uid for p in scratch.pods("db") if p.metadata.name.startswith("db-copy-"))
+    assert len(copy_pods) == 1
 
     res = _ok(_run(scratch, name="db", kind="StatefulSet", scale_backend_mode="stop"))
     assert res["after"] == {"replicas": 0, "ready_replicas": 0, "recorded_replicas": 2}
+    assert "Stopped: no pods left" in res["message"]
+    left = scratch.pods("db")
+    assert sorted(p.metadata.uid for p in left) == copy_pods, [p.metadata.name for p in left]
+    assert scratch.apps.read_namespaced_stateful_set("db-copy", scratch.ns).spec.replicas == 1
     res = _ok(_run(scratch, name="db", kind="StatefulSet", scale_backend_mode="restore"))
     assert (res["after"]["replicas"], res["after"]["ready_replicas"]) == (2, 2)
 

@@ -259,7 +259,7 @@ def test_read_queries_keep_each_target_as_the_results_item():
                                                  "name": "r", "namespace": "ns", "item": manifest}]
     workload = {"metadata": {"namespace": "ns"}, "spec": {"selector": {"matchLabels": {"b": "2", "a": "1"}}}}
     assert k8s_pod_queries([{"resources": [workload], "item": ref}, {"resources": [], "item": {}}]) == [
-        {"kind": "Pod", "namespace": "ns", "label_selectors": ["a=1", "b=2"], "item": ref}]
+        {"kind": "Pod", "namespace": "ns", "label_selectors": ["a=1", "b=2"], "keys_only": True, "item": ref}]
     assert k8s_log_reads(["p1"], "ns", 50) == [{"name": "p1", "namespace": "ns", "tail_lines": 50, "item": "p1"}]
     target = {"namespace": "n2", "pod": "p2", "container": "c"}
     assert k8s_log_reads([target], None, 10, 600, "pod") == [
@@ -290,3 +290,16 @@ def test_only_the_pods_a_workload_owns_count():
     assert f.k8s_health.owned_pods(sts, [own, twin]) == [own]
     sts["spec"]["selector"] = {}
     assert f.k8s_health.owned_pods(sts, [own]) == []  # an empty selector selects nothing
+
+
+def test_k8s_owner_keeps_only_what_owned_by_needs():
+    from plugins.filter.saasodoo import k8s_owner, k8s_selector_terms
+
+    workload = {"kind": "Deployment", "metadata": {"name": "api", "namespace": "ns", "uid": "u", "labels": {"a": "1"}},
+                "spec": {"selector": {"matchLabels": {"app": "api"}},
+                         "template": {"spec": {"containers": [{"env": [{"name": "PW", "value": "hunter2"}]}]}}}}
+    assert k8s_owner(workload) == {"kind": "Deployment", "metadata": {"name": "api", "namespace": "ns", "uid": "u"},
+                                   "spec": {"selector": {"matchLabels": {"app": "api"}}}}
+    assert k8s_selector_terms({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}) == [
+        "tier in (web)"]
+    assert k8s_selector_terms({}) == []

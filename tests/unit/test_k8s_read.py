@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,70 @@ def test_keys_only_drops_every_value():
     secret = {"kind": "Secret", "data": {"PASSWORD": "aHVudGVyMg=="}, "stringData": {"TOKEN": "t"}}
     assert m.keys_only(secret) == {"kind": "Secret", "data": {"PASSWORD": None}, "stringData": {"TOKEN": None}}
     assert secret["data"]["PASSWORD"] == "aHVudGVyMg=="
+
+
+def test_a_whole_selector_becomes_label_selector_terms():
+    selector = {"matchLabels": {"app": "db", "tier": "data"},
+                "matchExpressions": [{"key": "role", "operator": "In", "values": ["primary", "main"]},
+                                     {"key": "canary", "operator": "DoesNotExist"},
+                                     {"key": "zone", "operator": "NotIn", "values": ["b"]},
+                                     {"key": "team", "operator": "Exists"}]}
+    assert saasodoo_k8s_health.selector_strings(selector) == [
+        "app=db", "tier=data", "role in (main,primary)", "!canary", "zone notin (b)", "team"]
+    assert saasodoo_k8s_health.selector_strings({}) == []
+    assert saasodoo_k8s_health.selector_strings(None) == []
+
+
+def test_owned_by_is_checked_before_any_read():
+    sts = {"kind": "StatefulSet", "metadata": {"name": "db", "namespace": "ns"}, "spec": {"selector": {}}}
+    assert m.check([{"kind": "Pod", "owned_by": sts}]) is None
+    assert "kind Pod, no name" in m.check([{"kind": "Secret", "owned_by": sts}])
+    assert "kind Pod, no name" in m.check([{"kind": "Pod", "name": "db-0", "owned_by": sts}])
+    assert "metadata.name and metadata.namespace" in m.check([{"kind": "Pod", "owned_by": {"kind": "Job"}}])
+
+
+def test_owned_by_keeps_only_the_workloads_own_pods_and_an_empty_selector_reads_nothing():
+    sts = {"kind": "StatefulSet", "metadata": {"name": "db", "namespace": "ns", "uid": "u1"},
+           "spec": {"selector": {"matchLabels": {"app": "db"}}}}
+
+    def pod(name, owner, uid):
+        return {"metadata": {"name": name, "namespace": "ns", "labels": {"app": "db"},
+                             "ownerReferences": [{"kind": "StatefulSet", "name": owner, "uid": uid,
+                                                  "controller": True}]}}
+
+    listed = []
+
+    def fake_list(get, counter, page_size, timeout, what, **selectors):
+        listed.append(selectors)
+        return [pod("db-0", "db", "u1"), pod("db-copy-0", "db-copy", "u2")]
+
+    real = m.list_all
+    m.list_all = fake_list
+    try:
+        dyn = types.SimpleNamespace(client=None)       # never called: list_all is the fake
+        own_pods = m.read_one(dyn, {"kind": "Pod", "api_version": "v1", "owned_by": sts},
+                              {"Pod": ("pods", True)}, m.ApiCallCounter(), 500, 5)
+        empty = m.read_one(dyn, {"kind": "Pod", "api_version": "v1",
+                                  "owned_by": dict(sts, spec={"selector": {}})},
+                           {"Pod": ("pods", True)}, m.ApiCallCounter(), 500, 5)
+    finally:
+        m.list_all = real
+    # db-copy-0 carries the same labels, but another StatefulSet controls it.
+    assert [p["metadata"]["name"] for p in own_pods["resources"]] == ["db-0"]
+    assert listed[0] == {"label_selector": "app=db"}
+    assert own_pods["query"]["owned_by"] == "StatefulSet/ns/db" and own_pods["query"]["namespace"] == "ns"
+    assert empty["resources"] == [] and len(listed) == 1      # an empty selector never lists
+
+
+def test_keys_only_drops_literal_env_values_of_pods_and_workloads():
+    container = {"name": "app", "env": [{"name": "DB_PASSWORD", "value": "s3cr3t-value"},
+                                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}]}
+    pod = {"kind": "Pod", "spec": {"containers": [container], "initContainers": [dict(container, name="init")]}}
+    deploy = {"kind": "Deployment", "spec": {"replicas": 2, "template": {"spec": {"containers": [container]}}}}
+    cron = {"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [container]}}}}}}
+    for obj in (pod, deploy, cron):
+        assert "s3cr3t-value" not in repr(m.keys_only(obj))
+        assert "secretKeyRef" in repr(m.keys_only(obj)) and "DB_PASSWORD" in repr(m.keys_only(obj))
+    assert m.keys_only(deploy)["spec"]["replicas"] == 2
+    assert container["env"][0]["value"] == "s3cr3t-value"      # the input is left as it was
+    assert m.keys_only({"kind": "Service", "spec": {"ports": []}}) == {"kind": "Service", "spec": {"ports": []}}
