@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -25,6 +26,8 @@ class RunResult:
     stats: dict
     stdout: str
     artifacts: dict = field(default_factory=dict)
+    # Every ansible-runner job event of the run as JSON text (what AWX stores): for secret scans.
+    events: str = ""
 
     def count(self, key: str) -> int:
         """Sum of a recap counter (ok, changed, failures, ...) over all hosts."""
@@ -64,10 +67,12 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
         )
         stdout = runner.stdout.read()
         artifacts = {}
-        for event in runner.events:
+        events = list(runner.events)
+        for event in events:
             if event.get("event") == "playbook_on_stats":
                 artifacts = (event.get("event_data") or {}).get("artifact_data") or {}
-        return RunResult(runner.rc, runner.status, runner.stats or {}, stdout, artifacts)
+        return RunResult(runner.rc, runner.status, runner.stats or {}, stdout, artifacts,
+                         json.dumps(events, default=str))
 
 
 def run_module(module: str, args: dict | None = None, check: bool = False, envvars: dict | None = None) -> dict:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 
 import pytest
+from kubernetes import client
 
 from testbed import faults, postgres_faults
 from tests import k8s_state
@@ -75,7 +77,28 @@ def test_crashlooping_backend_is_restarted_and_healed(platform, backend_crashloo
     assert again.artifacts["platform_down_report"]["actions"] == []
 
 
-def test_healthy_platform_is_left_alone(platform):
+@pytest.fixture
+def pod_with_a_literal_secret(platform):
+    """A workload outside the platform whose pod spec carries a password as a literal env value (as
+    real clusters have): the diagnosis lists workloads and pods cluster-wide, so it reads this one."""
+    api = k8s_state.api_client()
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    ns = f"pd-secret-{uuid.uuid4().hex[:6]}"
+    secret = f"Lit3ral-{uuid.uuid4().hex}"
+    core.create_namespace({"metadata": {"name": ns}})
+    apps.create_namespaced_deployment(ns, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "legacy"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "legacy"}},
+                 "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"containers": [
+                     {"name": "app", "image": "example/legacy:1",
+                      "env": [{"name": "DATABASE_PASSWORD", "value": secret}]}]}}}})
+    faults.wait_until("the legacy pod to exist",
+                      lambda: len(core.list_namespaced_pod(ns, label_selector="app=legacy").items) == 1, timeout=60)
+    yield secret
+    core.delete_namespace(ns)
+
+
+def test_healthy_platform_is_left_alone(platform, pod_with_a_literal_secret):
     faults.wait_healthy("backend")
     ns = platform["saasodoo_platform_namespace"]
     before = k8s_state.snapshot([ns])
@@ -86,6 +109,11 @@ def test_healthy_platform_is_left_alone(platform):
     assert result.changed == 0
     assert result.artifacts["platform_down_report"]["findings"] == []
     assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+    # The pod's literal env value was read by the cluster-wide lists, yet it is in no artifact: not the
+    # output, not ansible-runner's job events (what AWX stores), not the stats.
+    secret = pod_with_a_literal_secret
+    assert '"DATABASE_PASSWORD"' in result.events        # the pod was read
+    assert secret not in result.stdout and secret not in result.events and secret not in repr(result.artifacts)
 
 
 def test_frontend_scaled_to_zero_is_scaled_back(platform):
