@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from testbed import platform_vars
+from testbed import faults, platform_vars
 from tests import k8s_state
 from tests.runbooks import ROOT, run_playbook
 
@@ -357,6 +357,10 @@ def test_a_namespace_that_is_not_the_tenants_is_never_repaired_or_deleted(testbe
         core().create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
         core().create_namespaced_config_map(name, client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name="precious"), data={"k": "v"}))
+        # kube-controller-manager publishes kube-root-ca.crt into every new namespace, a moment later:
+        # the "before" state is taken once it is there (else it shows up as a change the runbook never made).
+        faults.wait_until("kube-root-ca.crt in the new namespace", lambda: any(
+            c.metadata.name == "kube-root-ca.crt" for c in core().list_namespaced_config_map(name).items), timeout=60)
     try:
         before = cluster_state(name)
         result = run(name, extravars={"provision_tenant_namespace_prefix": "", "provision_tenant_cleanup": True,
