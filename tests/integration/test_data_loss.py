@@ -15,9 +15,11 @@ only a superuser can create (the pg_stat_statements extension, which the runbook
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
+from kubernetes import client
 
 from saasodoo_runbooks.api import runbooks_pointed_to
 from testbed import faults, platform_vars, postgres_faults
@@ -175,6 +177,36 @@ def test_platform_down_names_the_damage_and_hands_it_over_to_data_loss(platform,
     assert PG["password"] not in result.stdout  # the database password never shows
     assert _data() == damaged and _databases() == databases
     assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
+
+
+def test_a_confirmed_restore_waits_for_the_run_holding_the_lease(platform, backup):
+    """Another live run (platform_down, say) holds the platform's one-writer Lease: the confirmed restore
+    assesses and reports, but stops no writer and restores nothing, and says who holds the Lease."""
+    _damage()
+    damaged, databases = _data(), _databases()
+    ns = platform["saasodoo_platform_namespace"]
+    lease = VARS["saasodoo_lease"]
+    coordination = client.CoordinationV1Api(k8s_state.api_client())
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    coordination.create_namespaced_lease(lease["namespace"], {
+        "metadata": {"name": lease["name"], "annotations": {"saasodoo.io/lease-runbook": "platform_down"}},
+        "spec": {"holderIdentity": "platform_down/ci-3/20261207T030000Z/7", "leaseDurationSeconds": 600,
+                 "acquireTime": now, "renewTime": now}})
+    try:
+        cluster = k8s_state.snapshot([ns])
+        result = _run(backup, data_loss_confirm_restore=True)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["data_loss_report"]
+        assert RESTORE_TRIGGERS <= _codes(report) and report["actions"] == []
+        held = [h for h in report["handed_over"] if "holds the one-writer" in h]
+        assert len(held) == 1 and "platform_down/ci-3/20261207T030000Z/7 (runbook platform_down) since " in held[0]
+        assert _data() == damaged and _databases() == databases
+        assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
+        held_lease = coordination.read_namespaced_lease(lease["name"], lease["namespace"])
+        assert held_lease.spec.holder_identity == "platform_down/ci-3/20261207T030000Z/7"
+    finally:
+        coordination.delete_namespaced_lease(lease["name"], lease["namespace"])
 
 
 def test_confirmed_restore_brings_every_row_back_and_rerun_changes_nothing(platform, backup):
