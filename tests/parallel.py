@@ -18,10 +18,11 @@ Layout (docs/testbed.md has the table):
   every port moved: TESTBED_PORT_OFFSET + 1000*k for the control plane, SAASODOO_PORT_SHIFT + k for
   the endpoints, Prometheus, dnsmasq and PgBouncer, SAASODOO_DB_PORT/SAASODOO_REDIS_PORT + k.
 
-The test modules (and the Molecule scenarios, with --molecule) are spread over the workers by
-their measured duration (tests/integration/durations.json, longest first onto the least loaded
-worker); each worker runs its modules in one pytest session (one platform deploy), then its
-scenarios. The workers' output is streamed with a [wK] prefix. At the end: each worker's result,
+The test modules (and the Molecule scenarios, with --molecule) wait in one queue, longest first
+by their measured duration (tests/integration/durations.json); whichever worker is free takes the
+next one (tests/job_queue.py). Each worker runs one pytest session (one platform deploy) that takes
+module after module from the queue until none is left, then takes the scenarios left. The workers'
+output is streamed with a [wK] prefix. At the end: each worker's result,
 the 20 slowest tests over all workers, and one closing line `N passed, N failed, N skipped`.
 --record writes the measured durations back to tests/integration/durations.json.
 
@@ -42,10 +43,14 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.job_queue import ENV as QUEUE_ENV, JobQueue  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DURATIONS = ROOT / "tests" / "integration" / "durations.json"
 WORKERS_DIR = ROOT / ".cache" / "workers"
 JUNIT = ROOT / ".cache" / "junit"
+QUEUE = ROOT / ".cache" / "queue"
 DEFAULT_ESTIMATE = 60.0
 PORT_OFFSET_STEP = 1000
 MAX_SHIFT = 9            # the endpoints' ports come in blocks of ten (services.yml)
@@ -72,16 +77,19 @@ def load_estimates() -> dict[str, float]:
         return {}
 
 
-def plan(jobs: list[str], workers: int, estimates: dict[str, float]) -> list[list[str]]:
-    """Longest job first onto the least loaded worker (LPT): within 4/3 of the best split."""
+def queue_order(jobs: list[str], estimates: dict[str, float]) -> list[str]:
+    """The queue's order: the test modules longest first (so the short ones fill the gaps at the
+    end), then the Molecule scenarios, which a worker takes once its pytest session is over."""
+    return sorted(jobs, key=lambda j: (j.startswith("molecule:"), -estimates.get(j, DEFAULT_ESTIMATE), j))
+
+
+def expected_loads(order: list[str], workers: int, estimates: dict[str, float]) -> list[float]:
+    """What the queue should hand each worker if the estimates hold (for the plan printed first)."""
     loads = [0.0] * workers
-    shares: list[list[str]] = [[] for _ in range(workers)]
-    for job in sorted(jobs, key=lambda j: (-estimates.get(j, DEFAULT_ESTIMATE), j)):
+    for job in order:
         k = min(range(workers), key=lambda i: (loads[i], i))
-        shares[k].append(job)
         loads[k] += estimates.get(job, DEFAULT_ESTIMATE)
-    # pytest runs a worker's modules in file order; Molecule scenarios after them.
-    return [sorted(s, key=lambda j: (j.startswith("molecule:"), j)) for s in shares]
+    return loads
 
 
 # --------------------------------------------------------------------------- workers
@@ -134,9 +142,9 @@ def worker_env(k: int, home: Path) -> dict[str, str]:
 
 
 class Worker(threading.Thread):
-    def __init__(self, k: int, jobs: list[str], pytest_args: list[str], files: list[str]):
+    def __init__(self, k: int, jobs: list[str], queue: JobQueue, pytest_args: list[str], files: list[str]):
         super().__init__(name=f"w{k}", daemon=True)
-        self.k, self.jobs, self.pytest_args, self.files = k, jobs, pytest_args, files
+        self.k, self.jobs, self.queue, self.pytest_args, self.files = k, jobs, queue, pytest_args, files
         self.home = ROOT if k == 0 else WORKERS_DIR / f"w{k}"
         self.junit = JUNIT / f"w{k}.xml"
         self.failed: list[str] = []
@@ -179,12 +187,13 @@ class Worker(threading.Thread):
 
     def _run(self) -> None:
         env = worker_env(self.k, self.home)
+        env[QUEUE_ENV] = str(self.queue.path)
+        env["SAASODOO_TEST_WORKER"] = f"w{self.k}"
         py = sys.executable
         if self.k:
             sync_copy(self.home, self.files)
         say(f"[w{self.k}] {clock()} bed in {self.home} (ports: control plane +{env['TESTBED_PORT_OFFSET']}, "
-            f"services shift {env['SAASODOO_PORT_SHIFT']}, PostgreSQL {env['SAASODOO_DB_PORT']}); "
-            f"{len(self.jobs)} jobs")
+            f"services shift {env['SAASODOO_PORT_SHIFT']}, PostgreSQL {env['SAASODOO_DB_PORT']})")
         # The project's Python compiled once up front: with PYTHONDONTWRITEBYTECODE set (as on the CI
         # machines) nothing writes a .pyc, and every forked task worker of ansible-playbook compiles all
         # of plugins/filter anew when it first templates a filter (measured: 17% of a runbook's CPU).
@@ -200,23 +209,23 @@ class Worker(threading.Thread):
         self.timings["bed up"] = time.monotonic() - t
         say(f"[w{self.k}] {clock()} bed up in {self.timings['bed up']:.0f}s")
 
+        # Every worker collects every module; the plugin runs only those it takes from the queue.
         modules = [j for j in self.jobs if not j.startswith("molecule:")]
-        scenarios = [j.split(":", 1)[1] for j in self.jobs if j.startswith("molecule:")]
         if modules:
             self.junit.parent.mkdir(parents=True, exist_ok=True)
             self.junit.unlink(missing_ok=True)
             t = time.monotonic()
-            rc = self.run_cmd([py, "-m", "pytest", "-v", "--durations=0", "--durations-min=5",
+            rc = self.run_cmd([py, "-m", "pytest", "-p", "tests.job_queue", "-v", "--durations=0", "--durations-min=5",
                                f"--junitxml={self.junit}", "-o", "junit_family=xunit2", *modules,
                                *self.pytest_args], env, "pytest")
             self.timings["pytest"] = time.monotonic() - t
             if rc not in (0, 5):
                 self.failed.append(f"pytest (exit {rc})")
-        for role in scenarios:
-            if self.stopping:
-                self.scenarios[role] = "not run"
-                self.failed.append(f"molecule {role} (not run: stopped)")
-                continue
+        while not self.stopping:
+            job = self.queue.take(f"w{self.k}", accept=lambda j: j.startswith("molecule:"))
+            if job is None:
+                break
+            role = job.split(":", 1)[1]
             t = time.monotonic()
             say(f"[w{self.k}] {clock()} ==> molecule test: roles/{role}")
             rc = self.run_cmd(["molecule", "test"], env, f"molecule {role}", quiet=True,
@@ -340,15 +349,16 @@ def main(argv: list[str]) -> int:
         jobs += [f"molecule:{p.parent.parent.name}" for p in sorted((ROOT / "roles").glob("*/molecule/default"))]
     estimates = load_estimates()
     workers_n = min(args.workers, len(jobs)) or 1
-    shares = plan(jobs, workers_n, estimates)
+    order = queue_order(jobs, estimates)
+    queue = JobQueue.create(QUEUE, order)
+    loads = expected_loads(order, workers_n, estimates)
     say(f"==> {len(modules)} test modules" + (f" and {len(jobs) - len(modules)} Molecule scenarios" if args.molecule else "")
-        + f" on {workers_n} test bed(s)")
-    for k, share in enumerate(shares):
-        est = sum(estimates.get(j, DEFAULT_ESTIMATE) for j in share)
-        say(f"    w{k} (~{est / 60:.0f} min): {' '.join(Path(j).stem.removeprefix('test_') for j in share)}")
+        + f" on {workers_n} test bed(s), taken from one queue, longest first (expected ~"
+        + " / ".join(f"{load / 60:.0f}" for load in loads) + " min):")
+    say("    " + " ".join(Path(j).stem.removeprefix("test_") if not j.startswith("molecule:") else j for j in order))
 
     files = checkout_files() if workers_n > 1 else []
-    workers = [Worker(k, share, pytest_args, files) for k, share in enumerate(shares)]
+    workers = [Worker(k, jobs, queue, pytest_args, files) for k in range(workers_n)]
 
     def interrupt(signum, _frame):
         say(f"==> signal {signum}: stopping the workers")
@@ -365,8 +375,15 @@ def main(argv: list[str]) -> int:
 
     # ------------------------------------------------------------------ summary
     cases = [dict(c, worker=w.k) for w in workers for c in read_junit(w.junit)]
+    takers = queue.takers()
+    untaken = [j for j in order if j not in takers]
     say("")
     say("==> integration workers")
+    for w in workers:
+        mine = [j for j in order if takers.get(j) == f"w{w.k}"]
+        say(f"    w{w.k} took: {' '.join(Path(j).stem.removeprefix('test_') if not j.startswith('molecule:') else j for j in mine) or '-'}")
+    if untaken:
+        say(f"    NOT RUN (no worker took them): {' '.join(untaken)}")
     for w in workers:
         mine = [c for c in cases if c["worker"] == w.k]
         counts = {o: sum(1 for c in mine if c["outcome"] == o) for o in ("passed", "failed", "error", "skipped")}
@@ -408,7 +425,7 @@ def main(argv: list[str]) -> int:
     say(f"==> on {workers_n} bed(s) in {time.monotonic() - START:.0f}s"
         + (f"; Molecule: {scenario_failures} scenario(s) failed" if args.molecule else ""))
     say(f"integration: {passed} passed, {failed} failed, {skipped} skipped")
-    ok = not any(w.failed for w in workers) and failed == 0
+    ok = not any(w.failed for w in workers) and failed == 0 and not untaken
     if not cases and not other_failures:
         say("==> no test ran")
         ok = False
