@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -207,6 +208,46 @@ def node_not_ready(node: str) -> Fault:
         wait_until(f"node {node} to report Ready", lambda: ready_status() == "True")
 
     return Fault("node-not-ready", node, [f"Node/{node}"], undo)
+
+
+# --------------------------------------------------------------------------- the one-writer lease
+
+def _leases() -> client.CoordinationV1Api:
+    return client.CoordinationV1Api(api())
+
+
+def read_lease():
+    """The platform's one-writer Lease (inventory saasodoo_lease), or None when there is none."""
+    lease = platform_vars.load()["saasodoo_lease"]
+    try:
+        return _leases().read_namespaced_lease(lease["name"], lease["namespace"])
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def delete_lease() -> None:
+    lease = platform_vars.load()["saasodoo_lease"]
+    try:
+        _leases().delete_namespaced_lease(lease["name"], lease["namespace"])
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def lease_held(holder: str, renewed_ago: float = 5, duration: int = 600, details: dict | None = None) -> Fault:
+    """Another run holds the platform's one-writer Lease: renewed `renewed_ago` seconds ago for
+    `duration` seconds (live when renewed_ago < duration, left by a killed run otherwise), with the
+    annotations roles/runbook_lease writes (saasodoo.io/lease-<key>: runbook, awx_job, host...)."""
+    lease = platform_vars.load()["saasodoo_lease"]
+    renewed = (datetime.now(timezone.utc) - timedelta(seconds=renewed_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    _leases().create_namespaced_lease(lease["namespace"], {
+        "metadata": {"name": lease["name"],
+                     "annotations": {f"saasodoo.io/lease-{k}": v for k, v in (details or {}).items()}},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration,
+                 "acquireTime": renewed, "renewTime": renewed}})
+    return Fault("lease-held", holder, [f"Lease/{lease['namespace']}/{lease['name']}"], delete_lease)
 
 
 # --------------------------------------------------------------------------- checks

@@ -126,6 +126,7 @@ from datetime import datetime, timedelta, timezone
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError
+from ansible.module_utils.saasodoo_k8s_health import parse_time
 from ansible.module_utils.saasodoo_k8s import (
     HAS_KUBERNETES,
     K8S_COMMON_ARGS,
@@ -140,18 +141,6 @@ DETAIL_KEYS = ("runbook", "awx_job", "ci_job", "host", "started")
 
 def micro_time(moment):
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_time(text):
-    if not text:
-        return None
-    text = ("%s" % text).replace("Z", "+00:00")
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    return None
 
 
 def holder_of(lease, now):

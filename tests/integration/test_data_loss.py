@@ -15,11 +15,9 @@ only a superuser can create (the pg_stat_statements extension, which the runbook
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 
 import psycopg
 import pytest
-from kubernetes import client
 
 from saasodoo_runbooks.api import runbooks_pointed_to
 from testbed import faults, platform_vars, postgres_faults
@@ -185,13 +183,7 @@ def test_a_confirmed_restore_waits_for_the_run_holding_the_lease(platform, backu
     _damage()
     damaged, databases = _data(), _databases()
     ns = platform["saasodoo_platform_namespace"]
-    lease = VARS["saasodoo_lease"]
-    coordination = client.CoordinationV1Api(k8s_state.api_client())
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    coordination.create_namespaced_lease(lease["namespace"], {
-        "metadata": {"name": lease["name"], "annotations": {"saasodoo.io/lease-runbook": "platform_down"}},
-        "spec": {"holderIdentity": "platform_down/ci-3/20261207T030000Z/7", "leaseDurationSeconds": 600,
-                 "acquireTime": now, "renewTime": now}})
+    held = faults.lease_held("platform_down/ci-3/20261207T030000Z/7", details={"runbook": "platform_down"})
     try:
         cluster = k8s_state.snapshot([ns])
         result = _run(backup, data_loss_confirm_restore=True)
@@ -203,10 +195,9 @@ def test_a_confirmed_restore_waits_for_the_run_holding_the_lease(platform, backu
         assert len(held) == 1 and "platform_down/ci-3/20261207T030000Z/7 (runbook platform_down) since " in held[0]
         assert _data() == damaged and _databases() == databases
         assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
-        held_lease = coordination.read_namespaced_lease(lease["name"], lease["namespace"])
-        assert held_lease.spec.holder_identity == "platform_down/ci-3/20261207T030000Z/7"
+        assert faults.read_lease().spec.holder_identity == "platform_down/ci-3/20261207T030000Z/7"
     finally:
-        coordination.delete_namespaced_lease(lease["name"], lease["namespace"])
+        held.undo()
 
 
 def test_confirmed_restore_brings_every_row_back_and_rerun_changes_nothing(platform, backup):

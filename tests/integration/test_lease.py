@@ -8,54 +8,18 @@ run, written here through the coordination.k8s.io API; two real runs race for it
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
 
 import pytest
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from saasodoo_runbooks import api
 from testbed import faults, platform_vars
+from testbed.faults import delete_lease, read_lease
 from tests import k8s_state
 from tests.runbooks import run_playbook
 
 VARS = platform_vars.load()
 LEASE = VARS["saasodoo_lease"]
 NO_COOLDOWN = {"platform_down_cooldown_minutes": 0}
-
-
-def coordination():
-    return client.CoordinationV1Api(k8s_state.api_client())
-
-
-def read_lease():
-    try:
-        return coordination().read_namespaced_lease(LEASE["name"], LEASE["namespace"])
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def delete_lease():
-    try:
-        coordination().delete_namespaced_lease(LEASE["name"], LEASE["namespace"])
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
-
-
-def micro(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def hold(holder, renewed_ago, duration, details):
-    renewed = datetime.now(timezone.utc) - timedelta(seconds=renewed_ago)
-    coordination().create_namespaced_lease(LEASE["namespace"], {
-        "metadata": {"name": LEASE["name"],
-                     "annotations": {f"saasodoo.io/lease-{k}": v for k, v in details.items()}},
-        "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration,
-                 "acquireTime": micro(renewed), "renewTime": micro(renewed)}})
 
 
 @pytest.fixture
@@ -70,7 +34,7 @@ def crashloop(platform):
 
 
 def test_a_lease_held_by_another_live_run_stops_every_change(crashloop):
-    hold("data_loss/awx-1/20261207T031500Z/42", renewed_ago=5, duration=600,
+    faults.lease_held("data_loss/awx-1/20261207T031500Z/42", renewed_ago=5, duration=600,
          details={"runbook": "data_loss", "awx_job": "4711", "host": "awx-1"})
     ns = VARS["saasodoo_platform_namespace"]
     before, lease_before = k8s_state.snapshot([ns]), read_lease()
@@ -96,7 +60,7 @@ def test_a_lease_held_by_another_live_run_stops_every_change(crashloop):
 
 
 def test_a_lease_left_by_a_killed_run_is_taken_over_and_given_back(crashloop):
-    hold("platform_down/ci-7/20261207T010000Z/9", renewed_ago=7200, duration=900, details={"runbook": "platform_down"})
+    faults.lease_held("platform_down/ci-7/20261207T010000Z/9", renewed_ago=7200, duration=900, details={"runbook": "platform_down"})
 
     result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
 
