@@ -175,6 +175,16 @@ kept_databases:
   type: list
   elements: dict
   sample: [{name: saasodoo_before_restore_20260101120500, restored_at: "2026-01-01T12:05:00Z"}]
+leftover_restores:
+  description:
+    - Databases named C(<database>_restore_<digits>) - the fresh copy a restore loads a backup into before it
+      swaps it in - that are still there, so a restore was interrupted (killed or failed) before its swap or
+      its clean-up. Never the live data; each comes with the backup it was loaded from (its comment) and its size.
+      Each one is also a C(DB_RESTORE_LEFTOVER) finding.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: saasodoo_restore_20261207031500, comment: "saasodoo-restore backup=20261207-020000", size_bytes: 8421376}]
 findings:
   description: What is wrong, most severe first. Each has code, severity, message, evidence (list of strings), remediation.
   returned: always
@@ -228,6 +238,7 @@ BACKUP_CHECKS = ("tables", "row_counts", "content")
 MANIFEST = "manifest.json"
 DUMP = "dump.pgdump"
 KEPT_SUFFIX = "_before_restore_"
+RESTORE_SUFFIX = "_restore_"
 APPLICATION_NAME = "saasodoo_pg_integrity"
 # The settings pg_dump uses, so that COPY writes the live rows exactly as the dump holds them.
 DUMP_SESSION_SETTINGS = {"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3"}
@@ -275,6 +286,15 @@ SELECT c.conname::text AS constraint, c.convalidated AS validated,
    AND n.nspname !~ '^pg_'
    AND n.nspname <> 'information_schema'
  ORDER BY 3, 1
+"""
+
+LEFTOVER_RESTORES_SQL = """
+SELECT d.datname::text AS name, pg_catalog.shobj_description(d.oid, 'pg_database') AS comment,
+       pg_catalog.pg_database_size(d.oid) AS size_bytes
+  FROM pg_catalog.pg_database d
+ WHERE starts_with(d.datname, %(prefix)s)
+   AND substr(d.datname, length(%(prefix)s) + 1) ~ '^[0-9]+$'
+ ORDER BY d.datname
 """
 
 KEPT_DATABASES_SQL = """
@@ -442,6 +462,19 @@ def read_manifest(backup_dir):
 
 def _plural(n, one, many=None):
     return "%d %s" % (n, one if n == 1 else (many or one + "s"))
+
+
+def leftover_findings(database, leftovers):
+    """DB_RESTORE_LEFTOVER (low) for each fresh restore database an interrupted restore left behind."""
+    return [finding(
+        "DB_RESTORE_LEFTOVER", "low",
+        "Database %s is the fresh copy of a restore of %s that was never swapped in (%s, %s bytes): a restore "
+        "was interrupted - killed or failed - before its swap or its clean-up. It is not the live data." % (
+            d["name"], database, d.get("comment") or "no comment", d.get("size_bytes")),
+        ["%s: %s" % (d["name"], d.get("comment") or "no comment")],
+        "Check that no restore is running (the platform's one-writer Lease), then drop it: "
+        "DROP DATABASE \"%s\"; the live database and the <db>_before_restore_* copies are not affected." % d["name"],
+        component="postgres", ref="database %s" % d["name"]) for d in leftovers]
 
 
 def analyse(database, backup, tables, foreign_keys, checks):
@@ -666,7 +699,8 @@ class Checker(object):
         database = params["login_db"]
         backup_dir = params.get("backup_dir")
         result = {"connected": False, "reachable": False, "database": database, "database_exists": True,
-                  "backup": None, "tables": [], "foreign_keys": [], "kept_databases": [], "findings": [],
+                  "backup": None, "tables": [], "foreign_keys": [], "kept_databases": [], "leftover_restores": [],
+                  "findings": [],
                   "check_errors": self.errors}
         manifest = None
         if backup_dir:
@@ -695,6 +729,9 @@ class Checker(object):
             result["kept_databases"] = [
                 {"name": r["name"], "restored_at": kept_database_time(r["name"], database)}
                 for r in query(conn, KEPT_DATABASES_SQL, {"prefix": database + KEPT_SUFFIX})]
+            result["leftover_restores"] = [
+                {"name": r["name"], "comment": r["comment"], "size_bytes": int(r["size_bytes"] or 0)}
+                for r in query(conn, LEFTOVER_RESTORES_SQL, {"prefix": database + RESTORE_SUFFIX})]
             tables = []
             if manifest:
                 names = sorted(set(manifest["row_counts"]) | set(live))
@@ -707,6 +744,7 @@ class Checker(object):
             close(conn)
         result["findings"] = analyse(database, result["backup"], result["tables"], result["foreign_keys"],
                                      checks if manifest else [c for c in checks if c not in BACKUP_CHECKS])
+        result["findings"] = sort_findings(result["findings"] + leftover_findings(database, result["leftover_restores"]))
         return result
 
     def _table(self, name, backup_rows, live):

@@ -14,7 +14,15 @@ only a superuser can create (the pg_stat_statements extension, which the runbook
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -30,6 +38,7 @@ DB = VARS["saasodoo_db_name"]
 PG = {"host": VARS["saasodoo_db_host"], "port": int(VARS["saasodoo_db_port"]), "user": VARS["saasodoo_db_user"],
       "password": os.environ.get("SAASODOO_DB_PASSWORD", "saasodoo-local")}
 REPLICAS_BEFORE_STOP = "saasodoo.io/replicas-before-stop"
+STOPPED_BY = "saasodoo.io/stopped-by"
 
 # Idempotent: a second application changes nothing more.
 DAMAGE = """
@@ -183,7 +192,7 @@ def test_a_confirmed_restore_waits_for_the_run_holding_the_lease(platform, backu
     _damage()
     damaged, databases = _data(), _databases()
     ns = platform["saasodoo_platform_namespace"]
-    held = faults.lease_held("platform_down/ci-3/20261207T030000Z/7", details={"runbook": "platform_down"})
+    other_run = faults.lease_held("platform_down/ci-3/20261207T030000Z/7", details={"runbook": "platform_down"})
     try:
         cluster = k8s_state.snapshot([ns])
         result = _run(backup, data_loss_confirm_restore=True)
@@ -197,7 +206,7 @@ def test_a_confirmed_restore_waits_for_the_run_holding_the_lease(platform, backu
         assert k8s_state.diff(cluster, k8s_state.snapshot([ns])) == []
         assert faults.read_lease().spec.holder_identity == "platform_down/ci-3/20261207T030000Z/7"
     finally:
-        held.undo()
+        other_run.undo()
 
 
 def test_confirmed_restore_brings_every_row_back_and_rerun_changes_nothing(platform, backup):
@@ -251,3 +260,146 @@ def test_conflicting_confirmations_are_refused_before_anything_changes(platform,
     assert "two different answers" in " ".join(result.stdout.split())
     assert "AUDIT | Verify the backups" not in result.stdout
     assert _data() == data and _databases() == databases
+
+
+def _start_killable(backup: dict, **extra) -> subprocess.Popen:
+    """A confirmed data_loss run as its own process group, for SIGKILL - what an AWX timeout or a lost
+    CI runner does to a run: no rescue, no always, no report."""
+    extravars = {"data_loss_backup_store": backup["store"], "data_loss_cooldown_minutes": 0,
+                 "data_loss_confirm_restore": True, **extra}
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ROOT / "inventories" / "local"),
+         str(ROOT / "playbooks" / "data_loss.yml"), "-e", json.dumps(extravars)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, what: str, ready, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_lease_expired() -> None:
+    lease = faults.read_lease()
+    expires = lease.spec.renew_time + timedelta(seconds=lease.spec.lease_duration_seconds)
+    time.sleep(max(0.0, (expires - datetime.now(timezone.utc)).total_seconds()) + 1)
+
+
+def test_restores_killed_mid_run_are_recognised_and_the_writes_come_back(platform, backup):
+    """Restores SIGKILLed half-way, and what the next runs make of it.
+
+    Run 1 is killed once its fresh database exists (writes stopped, nothing swapped): an unconfirmed
+    run names it and leaves the writes stopped (the database still needs the restore); a confirmed
+    one takes over its expired lease, restores, and brings the backend back to the replicas recorded
+    before the stop (not the 0 it found). Run 2, on a database damaged again, is killed right after
+    its swap (data restored, writes still stopped): an unconfirmed run brings the writes back at once.
+    The fresh database run 1 left is reported, never dropped; every damaged copy is kept; a rerun
+    changes nothing."""
+    _damage()
+    damaged, databases = _data(), _databases()
+    ns = platform["saasodoo_platform_namespace"]
+    backend = platform["saasodoo_components"]["backend"]
+    ref = f"Deployment/{ns}/{backend['name']}"
+    short_lease = {**VARS["saasodoo_lease"], "duration_seconds": 12}
+    fresh = re.compile(rf"^{DB}_restore_[0-9]+$")
+    kept = re.compile(rf"^{DB}_before_restore_[0-9]+$")
+
+    def new(pattern):
+        return sorted(d for d in _databases() - databases if pattern.match(d))
+
+    def stopped_by(report):
+        return [f["message"] for f in report["findings"] if f["code"] == "DATA_LOSS_WRITES_STOPPED"]
+    try:
+        # Run 1, killed once its fresh database exists.
+        _kill_when(_start_killable(backup, saasodoo_lease=short_lease), "fresh restore database", lambda: new(fresh))
+        workload = _backend()
+        notes = workload.metadata.annotations or {}
+        first_run = notes.get(STOPPED_BY)
+        assert workload.spec.replicas == 0 and notes.get(REPLICAS_BEFORE_STOP) == str(backend["replicas"]), notes
+        assert first_run and first_run.startswith("data_loss/") and faults.read_lease().spec.holder_identity == first_run
+        leftover = new(fresh)
+        assert len(leftover) == 1 and _data() == damaged and not new(kept)
+        _wait_lease_expired()
+
+        # Unconfirmed: named, reported, nothing changed - the writes stay stopped.
+        held = _run(backup)
+
+        assert held.rc == 0 and held.changed == 0, held.stdout[-3000:]
+        report = held.artifacts["data_loss_report"]
+        assert len(stopped_by(report)) == 1 and first_run in stopped_by(report)[0], report["findings"]
+        assert report["decision"] == "would_restore"
+        assert any(h.startswith(f"{ref} stays at 0 replicas (stopped by the interrupted run {first_run})")
+                   for h in report["handed_over"]), report["handed_over"]
+        assert _backend().spec.replicas == 0 and _data() == damaged
+
+        # Confirmed: restored, and the writes come back to the count recorded before the stop.
+        restored = _run(backup, data_loss_confirm_restore=True)
+
+        assert restored.rc == 0, restored.stdout[-3000:]
+        report = restored.artifacts["data_loss_report"]
+        assert report["decision"] == "restore" and first_run in stopped_by(report)[0]
+        assert any("took over the one-writer Lease" in a and first_run in a for a in report["actions"]), report["actions"]
+        assert f"restored writes: scaled {ref} from 0 back to {backend['replicas']} replicas" in report["actions"]
+        # Left: the leftover (reported, low) and the extension pg_restore cannot recreate (low, as in every restore).
+        assert {f["code"] for f in report["remaining"]} == {"DB_RESTORE_LEFTOVER", "DATA_LOSS_RESTORE_INCOMPLETE"}, \
+            report["remaining"]
+        assert [f["ref"] for f in report["remaining"] if f["code"] == "DB_RESTORE_LEFTOVER"] == [f"database {leftover[0]}"]
+        workload = _backend()
+        assert workload.spec.replicas == backend["replicas"]
+        assert (workload.status.ready_replicas or 0) == backend["replicas"]
+        assert not {REPLICAS_BEFORE_STOP, STOPPED_BY} & set(workload.metadata.annotations or {})
+        assert _data() == backup["original"] and faults.read_lease() is None
+        assert len(new(kept)) == 1 and new(fresh) == leftover          # the leftover is not dropped
+
+        # Run 2, on a database damaged again, killed right after its swap.
+        _damage()
+        _kill_when(_start_killable(backup, saasodoo_lease=short_lease), "swap", lambda: len(new(kept)) == 2)
+        workload = _backend()
+        second_run = (workload.metadata.annotations or {}).get(STOPPED_BY)
+        assert workload.spec.replicas == 0 and second_run and second_run != first_run
+        assert faults.read_lease().spec.holder_identity == second_run
+        assert _data() == backup["original"]
+        _wait_lease_expired()
+
+        # Unconfirmed: the database is intact, so the writes come back at once.
+        result = _run(backup)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["data_loss_report"]
+        assert len(stopped_by(report)) == 1 and second_run in stopped_by(report)[0], report["findings"]
+        assert report["decision"] == "none"
+        assert any(a.startswith(f"writes brought back after the interrupted run {second_run}: {ref}: scaled from 0 "
+                                f"back to the recorded {backend['replicas']}") for a in report["actions"]), report["actions"]
+        assert any("took over the one-writer Lease" in a and second_run in a for a in report["actions"]), report["actions"]
+        # Read from the cluster and the server before anything is cleaned up.
+        workload = _backend()
+        assert workload.spec.replicas == backend["replicas"]
+        assert (workload.status.ready_replicas or 0) == backend["replicas"]
+        assert not {REPLICAS_BEFORE_STOP, STOPPED_BY} & set(workload.metadata.annotations or {})
+        assert faults.read_lease() is None
+        assert _data() == backup["original"]
+        assert new(fresh) == leftover and len(new(kept)) == 2     # nothing dropped: both damaged copies kept
+        assert all(_sql("SELECT count(*) FROM subscriptions", db=d) == [(2,)] for d in new(kept))
+        assert [f["code"] for f in report["remaining"]] == ["DB_RESTORE_LEFTOVER"], report["remaining"]
+
+        again = _run(backup)
+
+        assert again.rc == 0, again.stdout[-3000:]
+        assert again.changed == 0, again.stdout[-3000:]
+        report = again.artifacts["data_loss_report"]
+        assert _codes(report) == {"DB_RESTORE_LEFTOVER"} and report["actions"] == []
+    finally:
+        faults.delete_lease()
+        workload = _backend()
+        if workload.spec.replicas == 0:
+            faults.apps().patch_namespaced_deployment(workload.metadata.name, workload.metadata.namespace, {
+                "metadata": {"annotations": {REPLICAS_BEFORE_STOP: None, STOPPED_BY: None}},
+                "spec": {"replicas": backend["replicas"]}})
+            faults.wait_healthy("backend")
+        for name in new(fresh):
+            _sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', db="postgres")

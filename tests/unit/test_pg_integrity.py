@@ -100,6 +100,16 @@ def test_kept_database_time():
     assert integrity.kept_database_time("other_before_restore_20260101120500", "saasodoo") is None
 
 
+def test_a_leftover_restore_database_is_a_low_finding_that_names_it():
+    found = integrity.leftover_findings("saasodoo", [
+        {"name": "saasodoo_restore_20261207031500", "comment": "saasodoo-restore backup=b1", "size_bytes": 8192}])
+    assert [(f["code"], f["severity"], f["ref"]) for f in found] == [
+        ("DB_RESTORE_LEFTOVER", "low", "database saasodoo_restore_20261207031500")]
+    assert "never swapped in" in found[0]["message"] and "backup=b1" in found[0]["message"]
+    assert 'DROP DATABASE "saasodoo_restore_20261207031500"' in found[0]["remediation"]
+    assert integrity.leftover_findings("saasodoo", []) == []
+
+
 def test_read_manifest_refuses_what_is_not_a_backup(tmp_path):
     with pytest.raises(saasodoo_findings.DiagnosisError, match="Cannot read"):
         integrity.read_manifest(str(tmp_path))
