@@ -170,6 +170,60 @@ def test_a_component_stopped_on_purpose_is_not_scaled_up(platform):
         faults.wait_healthy("frontend")
 
 
+def test_writers_an_interrupted_run_left_stopped_are_brought_back(platform):
+    """What a data_loss run killed after its swap leaves (test_data_loss.py kills real runs): the backend at
+    zero with the replicas it had and the run's name recorded, and that run's expired Lease. platform_down
+    names the run, takes the Lease over and brings the backend back to the recorded count, not to the
+    inventory's; check mode changes nothing; a rerun changes nothing."""
+    backend = platform["saasodoo_components"]["backend"]
+    record, by = platform["platform_down_stop_annotation"], platform["platform_down_stopped_by_annotation"]
+    killed = "data_loss/ci-runner-9/20261207T031500Z/4242"
+    recorded = backend["replicas"] + 1           # what it ran before the stop, not the inventory's count
+    ns = backend["namespace"]
+    faults.wait_healthy("backend")
+    faults.delete_lease()
+    patch = faults.apps().patch_namespaced_deployment
+    patch(backend["name"], ns, {"metadata": {"annotations": {record: str(recorded), by: killed}}, "spec": {"replicas": 0}})
+    lease = faults.lease_held(killed, renewed_ago=3600, duration=900, details={"runbook": "data_loss"})
+    try:
+        faults.wait_until("backend to have no pods", lambda: not faults._pods(backend))
+        before = k8s_state.snapshot([ns])
+
+        dry = run_playbook("platform_down.yml", check=True, extravars=NO_COOLDOWN)
+
+        assert dry.rc == 0, dry.stdout[-3000:]
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+        assert faults.read_lease().spec.holder_identity == killed
+        report = dry.artifacts["platform_down_report"]
+        assert any(a.startswith(f"would bring back after the interrupted run {killed}: ") for a in report["actions"]), \
+            report["actions"]
+
+        result = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+
+        # Read from the cluster before anything is undone.
+        workload = faults._workload(backend)
+        assert workload.spec.replicas == recorded and (workload.status.ready_replicas or 0) == recorded
+        assert not {record, by} & set(workload.metadata.annotations or {})
+        assert faults.read_lease() is None
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["platform_down_report"]
+        assert ("WORKLOAD_SCALED_TO_ZERO", "backend") in _codes(report)
+        ref = f"Deployment/{ns}/{backend['name']}"
+        assert any(a.startswith(f"brought back after the interrupted run {killed}: {ref}: scaled from 0 back to the "
+                                f"recorded {recorded}") for a in report["actions"]), report["actions"]
+        assert any(a.startswith("took over the one-writer Lease") and killed in a for a in report["actions"])
+        assert not [s for s in report["skipped"] if s["ref"] == ref], report["skipped"]
+
+        again = run_playbook("platform_down.yml", extravars=NO_COOLDOWN)
+        assert again.rc == 0 and again.changed == 0, again.stdout[-3000:]
+    finally:
+        lease.undo()
+        patch(backend["name"], ns, {"metadata": {"annotations": {record: None, by: None}},
+                                    "spec": {"replicas": backend["replicas"]}})
+        faults.wait_until("backend back at its replicas", lambda: len(faults._pods(backend)) == backend["replicas"], timeout=120)
+        faults.wait_healthy("backend")
+
+
 def _public_status(platform) -> int:
     """HTTP status of the public HTTPS entry point (the test bed's endpoint follows Traefik's pods)."""
     import ssl
