@@ -6,10 +6,13 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ansible_runner
+
+from tests import secret_scan
 
 ROOT = Path(__file__).resolve().parent.parent
 # ansible-runner starts `ansible-playbook` from PATH: use the one next to this interpreter.
@@ -54,6 +57,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
     }
     env.update(envvars or {})
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
+    started = time.time() - 1
     with tempfile.TemporaryDirectory(prefix="runner-") as private:
         runner = ansible_runner.run(
             private_data_dir=private,
@@ -71,8 +75,11 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
         for event in events:
             if event.get("event") == "playbook_on_stats":
                 artifacts = (event.get("event_data") or {}).get("artifact_data") or {}
-        return RunResult(runner.rc, runner.status, runner.stats or {}, stdout, artifacts,
-                         json.dumps(events, default=str))
+        result = RunResult(runner.rc, runner.status, runner.stats or {}, stdout, artifacts,
+                           json.dumps(events, default=str))
+        # Every runbook run of the suite: no seeded secret in anything it left (tests/secret_scan.py).
+        secret_scan.scan_run(playbook, stdout, result.events, artifacts, private, Path(env["SAASODOO_REPORT_DIR"]), started)
+        return result
 
 
 def run_module(module: str, args: dict | None = None, check: bool = False, envvars: dict | None = None) -> dict:

@@ -43,6 +43,15 @@ _parse_time = k8s_health.parse_time
 rollout_status = k8s_health.rollout_status
 
 
+def k8s_hide_env(objects, keep=()):
+    """Pods or workloads (one or a list) with every container's literal env value replaced by None -
+    names and valueFrom kept, and the values of the env names in keep - for reads made by lookup, whose
+    result a set_fact would otherwise carry into the job's events."""
+    if isinstance(objects, list):
+        return [k8s_health.hide_env_values(o, keep) for o in objects]
+    return k8s_health.hide_env_values(objects, keep)
+
+
 def k8s_selector(match_labels):
     """{'app': 'x', 'tier': 'y'} -> ['app=x', 'tier=y'] (sorted, for stable output)."""
     return [f"{k}={v}" for k, v in sorted((match_labels or {}).items())]
@@ -64,11 +73,11 @@ def k8s_selector_terms(selector):
 
 
 def k8s_queries(refs):
-    """saasodoo_k8s_read queries for objects named by {kind, name, namespace[, api_version]}; each
-    result's item is the ref itself (as after a loop over refs)."""
+    """saasodoo_k8s_read queries for objects named by {kind, name, namespace[, api_version, env_values]};
+    each result's item is the ref itself (as after a loop over refs)."""
     out = []
     for ref in refs or []:
-        query = {k: ref[k] for k in ("kind", "api_version", "name", "namespace") if ref.get(k)}
+        query = {k: ref[k] for k in ("kind", "api_version", "name", "namespace", "env_values") if ref.get(k)}
         query["item"] = ref
         out.append(query)
     return out
@@ -464,6 +473,7 @@ class FilterModule:
     def filters(self):
         return {
             "k8s_selector": k8s_selector,
+            "k8s_hide_env": k8s_hide_env,
             "k8s_selector_terms": k8s_selector_terms,
             "k8s_owner": k8s_owner,
             "k8s_queries": k8s_queries,

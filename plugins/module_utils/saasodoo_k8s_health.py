@@ -361,3 +361,48 @@ def node_health(node):
         "unschedulable": unschedulable,
         "conditions": {t: c.get("status") for t, c in conditions.items()},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Literal env values: a password written into a pod spec must not travel with a health read.
+
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+# Where each kind keeps its pod spec.
+POD_SPEC_PATHS = {"Pod": ("spec",), "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+                  "PodTemplate": ("template", "spec")}
+for _kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"):
+    POD_SPEC_PATHS[_kind] = ("spec", "template", "spec")
+
+
+def _without_env_values(pod_spec, keep=()):
+    spec = dict(pod_spec)
+    for field in CONTAINER_LISTS:
+        containers = spec.get(field)
+        if isinstance(containers, list):
+            spec[field] = [dict(c, env=[dict(e, value=None) if "value" in e and e.get("name") not in keep else e
+                                        for e in c["env"]])
+                           if isinstance(c, dict) and isinstance(c.get("env"), list) else c for c in containers]
+    return spec
+
+
+def _replace_at(obj, path, change):
+    """obj with the dict at path replaced by change(it), copying only along the path."""
+    if not path:
+        return change(obj)
+    if not isinstance(obj, dict) or not isinstance(obj.get(path[0]), dict):
+        return obj
+    out = dict(obj)
+    out[path[0]] = _replace_at(obj[path[0]], path[1:], change)
+    return out
+
+
+def hide_env_values(obj, keep=(), kind=None):
+    """A pod or a workload (by its kind, or `kind`) with every container's literal env value replaced
+    by None - names and valueFrom kept, and the values of the env names in `keep`. Anything else is
+    returned as it is; the input is not modified."""
+    if not isinstance(obj, dict):
+        return obj
+    path = POD_SPEC_PATHS.get(obj.get("kind") or kind)
+    keep = frozenset(keep or ())
+    return _replace_at(obj, path, lambda spec: _without_env_values(spec, keep)) if path else obj
+

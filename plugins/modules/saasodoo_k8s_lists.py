@@ -104,6 +104,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError
+from ansible.module_utils.saasodoo_k8s_health import hide_env_values
 from ansible.module_utils.saasodoo_k8s import (
     HAS_KUBERNETES,
     K8S_COMMON_ARGS,
@@ -161,6 +162,8 @@ def read(params, api_client=None):
                                               page_size=params["page_size"], timeout=params["request_timeout"],
                                               what=kind, **selectors)))
         result = dict((kind, future.result()) for kind, future in futures)
+    if "pods" in result:   # literal env values stay in the cluster (a password written into a pod spec)
+        result["pods"] = [hide_env_values(p, kind="Pod") for p in result["pods"]]
     if "configmaps" in result and not params["configmap_values"]:
         result["configmaps"] = [keys_only(cm) for cm in result["configmaps"]]
     result.update(changed=False, api_calls=counter.calls)

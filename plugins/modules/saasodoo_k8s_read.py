@@ -22,9 +22,11 @@ description:
     resource name and scope; an API version or kind the cluster does not serve gives C(api_found=false) and no
     resources, as M(kubernetes.core.k8s_info) does. A named object that does not exist gives no resources.
     Lists are paginated with O(page_size).
-  - With C(keys_only) on a query, the values of Secrets and ConfigMaps (C(data), C(stringData), C(binaryData))
-    and the literal C(env) values of pods' and workloads' containers are replaced by null inside the module, so
-    a runbook that only needs key names (or only judges health) never receives a secret.
+  - The literal C(env) values of pods' and workloads' containers are always replaced by null inside the module
+    (names and C(valueFrom) kept), except the names a query lists in C(env_values) - a password written into a
+    pod spec never travels with a health read into the job's events. With C(keys_only) on a query, the values
+    of Secrets and ConfigMaps (C(data), C(stringData), C(binaryData)) are replaced by null too, so a runbook
+    that only needs key names never receives a secret.
   - Never changes anything, so check mode runs it as is. The credentials need C(get) (named reads) or C(list)
     on what is read.
 version_added: "1.0.0"
@@ -69,11 +71,16 @@ options:
       keys_only:
         description:
           - For Secrets and ConfigMaps, return the keys with every value replaced by null.
-          - For Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob), every
-            container's literal C(env) value is replaced by null (names and C(valueFrom) kept), so a read that
-            only judges health never carries a password written into a pod spec into the job's events.
         type: bool
         default: false
+      env_values:
+        description:
+          - For Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob), every
+            container's literal C(env) value is replaced by null (names and C(valueFrom) kept) - except the
+            env names listed here, whose values the runbook needs (a host, a port). Never list a secret's name.
+        type: list
+        elements: str
+        default: []
       owned_by:
         description:
           - For C(kind=Pod) - the workload (a Deployment, StatefulSet or DaemonSet as read, or just its C(kind),
@@ -187,7 +194,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.saasodoo_findings import DiagnosisError
-from ansible.module_utils.saasodoo_k8s_health import owned_pods, rollout_status, selector_strings
+from ansible.module_utils.saasodoo_k8s_health import (
+    hide_env_values,
+    owned_pods,
+    rollout_status,
+    selector_strings,
+)
 from ansible.module_utils.saasodoo_k8s import (
     HAS_KUBERNETES,
     K8S_COMMON_ARGS,
@@ -213,7 +225,8 @@ DEFAULT_API_VERSIONS = dict(
     + [("HorizontalPodAutoscaler", "autoscaling/v2"), ("PodDisruptionBudget", "policy/v1"),
        ("Lease", "coordination.k8s.io/v1"), ("StorageClass", "storage.k8s.io/v1")]
     + [(k, "rbac.authorization.k8s.io/v1") for k in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")])
-QUERY_FIELDS = ("kind", "api_version", "namespace", "name", "label_selectors", "field_selectors", "keys_only")
+QUERY_FIELDS = ("kind", "api_version", "namespace", "name", "label_selectors", "field_selectors", "keys_only",
+                "env_values")
 MAX_THREADS = 8
 
 
@@ -240,34 +253,6 @@ class _Get(object):
             raise
 
 
-CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-# Where each kind keeps its pod spec.
-POD_SPEC_PATHS = {"Pod": ("spec",), "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
-for _kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController", "PodTemplate"):
-    POD_SPEC_PATHS[_kind] = ("template", "spec") if _kind == "PodTemplate" else ("spec", "template", "spec")
-
-
-def _without_env_values(pod_spec):
-    spec = dict(pod_spec)
-    for field in CONTAINER_LISTS:
-        containers = spec.get(field)
-        if isinstance(containers, list):
-            spec[field] = [dict(c, env=[dict(e, value=None) if "value" in e else e for e in c["env"]])
-                           if isinstance(c.get("env"), list) else c for c in containers]
-    return spec
-
-
-def _replace_at(obj, path, change):
-    """obj with the dict at path replaced by change(it), copying only along the path."""
-    if not path:
-        return change(obj)
-    if not isinstance(obj, dict) or not isinstance(obj.get(path[0]), dict):
-        return obj
-    out = dict(obj)
-    out[path[0]] = _replace_at(obj[path[0]], path[1:], change)
-    return out
-
-
 def keys_only(obj):
     """A Secret or ConfigMap with every value replaced by None; a pod or a workload with every
     container's literal env value replaced by None (names and valueFrom kept). The input is not
@@ -276,8 +261,7 @@ def keys_only(obj):
     for field in VALUE_FIELDS:
         if isinstance(out.get(field), dict):
             out[field] = dict((k, None) for k in out[field])
-    path = POD_SPEC_PATHS.get(out.get("kind"))
-    return _replace_at(out, path, _without_env_values) if path else out
+    return hide_env_values(out)
 
 
 def group_path(api_version):
@@ -350,6 +334,8 @@ def read_one(dyn, query, kinds, counter, page_size, timeout):
         obj.setdefault("apiVersion", query["api_version"])
     if query.get("keys_only"):
         objects = [keys_only(o) for o in objects]
+    # Always: literal env values of pods and workloads stay in the cluster, except those asked for by name.
+    objects = [hide_env_values(o, keep=query.get("env_values") or ()) for o in objects]
     if owner:
         objects = owned_pods(owner, objects)
     out["resources"] = objects
@@ -453,6 +439,7 @@ def main():
             label_selectors=dict(type="list", elements="str", default=[]),
             field_selectors=dict(type="list", elements="str", default=[]),
             keys_only=dict(type="bool", default=False, no_log=False),
+            env_values=dict(type="list", elements="str", default=[], no_log=False),
             owned_by=dict(type="dict"),
             item=dict(type="raw"),
         )),

@@ -303,3 +303,16 @@ def test_k8s_owner_keeps_only_what_owned_by_needs():
     assert k8s_selector_terms({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}) == [
         "tier in (web)"]
     assert k8s_selector_terms({}) == []
+
+
+def test_k8s_hide_env_drops_literal_env_values_of_lookup_reads():
+    container = {"name": "app", "env": [{"name": "HOOK_SECRET", "value": "hk-s3cr3t"}, {"name": "HOST", "value": "db"},
+                                        {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}}]}
+    deploy = {"kind": "Deployment", "spec": {"replicas": 2, "template": {"spec": {"containers": [container]}}}}
+    pod = {"kind": "Pod", "spec": {"initContainers": [container], "containers": [container]}}
+    hidden = f.k8s_hide_env([deploy, pod])
+    assert "hk-s3cr3t" not in repr(hidden) and "secretKeyRef" in repr(hidden) and "HOOK_SECRET" in repr(hidden)
+    assert hidden[0]["spec"]["replicas"] == 2
+    assert f.k8s_hide_env(deploy, ["HOST"])["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] == "db"
+    assert f.k8s_hide_env(None) is None and f.k8s_hide_env({"kind": "Service"}) == {"kind": "Service"}
+    assert container["env"][0]["value"] == "hk-s3cr3t"          # the input is left as it was

@@ -16,6 +16,9 @@ sys.modules.setdefault("ansible.module_utils.saasodoo_findings", saasodoo_findin
 from plugins.module_utils import saasodoo_k8s  # noqa: E402
 
 sys.modules.setdefault("ansible.module_utils.saasodoo_k8s", saasodoo_k8s)
+from plugins.module_utils import saasodoo_k8s_health  # noqa: E402
+
+sys.modules.setdefault("ansible.module_utils.saasodoo_k8s_health", saasodoo_k8s_health)
 _spec = importlib.util.spec_from_file_location(
     "saasodoo_k8s_lists", Path(__file__).resolve().parents[2] / "plugins" / "modules" / "saasodoo_k8s_lists.py")
 m = importlib.util.module_from_spec(_spec)

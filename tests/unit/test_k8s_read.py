@@ -122,3 +122,34 @@ def test_keys_only_drops_literal_env_values_of_pods_and_workloads():
     assert m.keys_only(deploy)["spec"]["replicas"] == 2
     assert container["env"][0]["value"] == "s3cr3t-value"      # the input is left as it was
     assert m.keys_only({"kind": "Service", "spec": {"ports": []}}) == {"kind": "Service", "spec": {"ports": []}}
+
+
+def test_every_read_of_pods_and_workloads_drops_literal_env_values_but_those_asked_for():
+    container = {"name": "app", "env": [{"name": "WEBHOOK_SECRET", "value": "wh-s3cr3t-value"},
+                                        {"name": "DATABASE_HOST", "value": "db.ns.svc"},
+                                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}}]}
+    deploy = {"kind": "Deployment", "metadata": {"name": "api", "namespace": "ns"},
+              "spec": {"template": {"spec": {"containers": [container]}}}}
+
+    def fake_list(get, counter, page_size, timeout, what, **selectors):
+        return [deploy]
+
+    real = m.list_all
+    m.list_all = fake_list
+    try:
+        dyn = types.SimpleNamespace(client=None)
+        plain = m.read_one(dyn, {"kind": "Deployment", "api_version": "apps/v1", "namespace": "ns"},
+                           {"Deployment": ("deployments", True)}, m.ApiCallCounter(), 500, 5)
+        asked = m.read_one(dyn, {"kind": "Deployment", "api_version": "apps/v1", "namespace": "ns",
+                                 "env_values": ["DATABASE_HOST"]},
+                           {"Deployment": ("deployments", True)}, m.ApiCallCounter(), 500, 5)
+    finally:
+        m.list_all = real
+    env = plain["resources"][0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [(e["name"], e.get("value")) for e in env] == [("WEBHOOK_SECRET", None), ("DATABASE_HOST", None), ("TOKEN", None)]
+    assert env[2]["valueFrom"] == {"secretKeyRef": {"name": "t", "key": "k"}}
+    env = asked["resources"][0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [(e["name"], e.get("value")) for e in env] == [("WEBHOOK_SECRET", None), ("DATABASE_HOST", "db.ns.svc"),
+                                                          ("TOKEN", None)]
+    assert "wh-s3cr3t-value" not in repr(plain) + repr(asked)
+    assert container["env"][0]["value"] == "wh-s3cr3t-value"      # the input is left as it was
