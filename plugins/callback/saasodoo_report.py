@@ -289,7 +289,8 @@ def timeline_entry(event, at, task, host=None, action=None, result=None, item=No
     if result.get("censored") or result.get("_ansible_no_log"):
         entry["message"] = "output hidden (no_log)"
         return entry
-    if action and ("kubernetes.core" in action or action.startswith("k8s")):
+    # saasodoo_k8s_change: kubernetes.core.k8s / k8s_scale behind an action plugin, same result shape.
+    if action and ("kubernetes.core" in action or action.startswith("k8s") or action.endswith("saasodoo_k8s_change")):
         entry["object"] = k8s_object(result)
         change = minimal_diff(result.get("diff"), (entry["object"] or {}).get("kind"), secrets)
         if change:

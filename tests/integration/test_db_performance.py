@@ -210,8 +210,9 @@ def test_connections_near_the_limit_get_a_pooler_tuned_settings_and_memory(clean
         # The pooler is deployed in the cluster and the backend points at it.
         assert apps().read_namespaced_deployment(PGB["name"], ns).spec.replicas == PGB["replicas"]
         assert core().read_namespaced_service(PGB["name"], ns).spec.ports[0].port == PGB["port"]
+        # The host and port, plus the literal env the sample platform seeds (the secret scan's), untouched.
         assert backend_env() == {ENV["host"]: f"{PGB['name']}.{ns}.svc.{VARS['saasodoo_cluster_domain']}",
-                                 ENV["port"]: str(PGB["port"])}
+                                 ENV["port"]: str(PGB["port"]), **VARS["saasodoo_component_env"]["backend"]}
         assert faults.component_healthy("backend")
 
         # What pointing the backend at the pooler does: its sessions come through PgBouncer, and

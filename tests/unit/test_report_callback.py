@@ -339,3 +339,11 @@ def test_post_json_gives_up_and_never_leaks_the_url():
     opener, calls = opener_failing([404])
     outcome = r.post_json(url, {}, retries=3, backoff=0, sleep=lambda s: None, opener=opener)
     assert outcome["attempts"] == 1 and not outcome["ok"], "a 4xx will not get better: no retry"
+
+
+def test_a_change_made_through_saasodoo_k8s_change_is_matched_like_kubernetes_core():
+    entry = restart_entry()
+    wrapped = r.timeline_entry("changed", entry["at"], entry["task"], host="localhost", action="saasodoo_k8s_change",
+                               result={"changed": True, "result": {"kind": "Deployment", "metadata": {
+                                   "name": "saasodoo-backend", "namespace": "saasodoo-system"}}})
+    assert wrapped["object"] == {"kind": "Deployment", "name": "saasodoo-backend", "namespace": "saasodoo-system"}
