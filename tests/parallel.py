@@ -92,6 +92,39 @@ def expected_loads(order: list[str], workers: int, estimates: dict[str, float]) 
     return loads
 
 
+# --------------------------------------------------------------------------- playbook runs
+
+def read_run_logs(workers) -> list[dict]:
+    """The playbook runs the workers' tests made (tests/runbooks.py writes one JSON line per run)."""
+    runs = []
+    for w in workers:
+        path = JUNIT / f"runs-w{w.k}.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    runs.append(json.loads(line))
+                except ValueError:
+                    continue
+    return runs
+
+
+def run_breakdown(runs: list[dict], test_seconds: float) -> str:
+    wall = sum(r["wall"] for r in runs)
+    cpu = sum(r["cpu"] for r in runs)
+    share = f" ({100 * wall / test_seconds:.0f}% of the tests' {test_seconds:.0f}s)" if test_seconds else ""
+    return f"{len(runs)} playbook runs took {wall:.0f}s{share}, {cpu:.0f} CPU s"
+
+
+def costliest_playbooks(runs: list[dict], top: int = 8) -> list[str]:
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(Path(r["playbook"]).name, []).append(r)
+    rows = sorted(by.items(), key=lambda kv: -sum(r["wall"] for r in kv[1]))[:top]
+    return [f"{sum(r['wall'] for r in rs):7.0f}s  {len(rs):3} runs  {sum(r['wall'] for r in rs) / len(rs):5.1f}s each  "
+            f"{sum(r['cpu'] for r in rs) / max(sum(r['wall'] for r in rs), 0.001):4.0%} CPU  {name}"
+            for name, rs in rows]
+
+
 # --------------------------------------------------------------------------- workers
 
 # What compileall writes .pyc files for in each worker's home (tests/parallel.py, Worker._run).
@@ -189,6 +222,10 @@ class Worker(threading.Thread):
         env = worker_env(self.k, self.home)
         env[QUEUE_ENV] = str(self.queue.path)
         env["SAASODOO_TEST_WORKER"] = f"w{self.k}"
+        # Every playbook run's wall and CPU seconds (tests/runbooks.py), for the summary's breakdown.
+        JUNIT.mkdir(parents=True, exist_ok=True)
+        env["SAASODOO_RUN_LOG"] = str(JUNIT / f"runs-w{self.k}.jsonl")
+        Path(env["SAASODOO_RUN_LOG"]).unlink(missing_ok=True)
         py = sys.executable
         if self.k:
             sync_copy(self.home, self.files)
@@ -397,6 +434,12 @@ def main(argv: list[str]) -> int:
     say("==> the 20 slowest tests (setup + call + teardown)")
     for c in sorted(cases, key=lambda c: -c["seconds"])[:20]:
         say(f"    {c['seconds']:7.1f}s  w{c['worker']}  {c['id']}")
+
+    runs = read_run_logs(workers)
+    if runs:
+        say("==> where the time went: " + run_breakdown(runs, sum(c["seconds"] for c in cases)))
+        for line in costliest_playbooks(runs):
+            say(f"    {line}")
 
     if args.molecule:   # for tests/run_all.py's count
         JUNIT.mkdir(parents=True, exist_ok=True)

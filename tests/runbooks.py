@@ -58,6 +58,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
     env.update(envvars or {})
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
     started = time.time() - 1
+    t0, c0 = time.monotonic(), os.times()
     with tempfile.TemporaryDirectory(prefix="runner-") as private:
         runner = ansible_runner.run(
             private_data_dir=private,
@@ -70,6 +71,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
             quiet=True,
         )
         stdout = runner.stdout.read()
+        _log_run(playbook, check, t0, c0)
         artifacts = {}
         events = list(runner.events)
         for event in events:
@@ -80,6 +82,20 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
         # Every runbook run of the suite: no seeded secret in anything it left (tests/secret_scan.py).
         secret_scan.scan_run(playbook, stdout, result.events, artifacts, private, Path(env["SAASODOO_REPORT_DIR"]), started)
         return result
+
+
+def _log_run(playbook: str, check: bool, t0: float, c0: os.times_result) -> None:
+    """With SAASODOO_RUN_LOG set (tests/parallel.py sets it per worker): one JSON line per playbook run,
+    its wall seconds and the CPU seconds of ansible-playbook and everything it started."""
+    path = os.environ.get("SAASODOO_RUN_LOG")
+    if not path:
+        return
+    c1 = os.times()
+    cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").removesuffix(" (call)"),
+                              "playbook": Path(playbook).name, "check": check,
+                              "wall": round(time.monotonic() - t0, 2), "cpu": round(cpu, 2)}) + "\n")
 
 
 def run_module(module: str, args: dict | None = None, check: bool = False, envvars: dict | None = None) -> dict:
