@@ -94,6 +94,25 @@ def expected_loads(order: list[str], workers: int, estimates: dict[str, float]) 
 
 # --------------------------------------------------------------------------- playbook runs
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat: user nice system idle iowait ...), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            return [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_busy(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the machine's CPU time spent busy between two cpu_times() readings."""
+    if not before or not after:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta)
+    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)
+    return (total - idle) / total if total > 0 else None
+
+
 def read_run_logs(workers) -> list[dict]:
     """The playbook runs the workers' tests made (tests/runbooks.py writes one JSON line per run)."""
     runs = []
@@ -377,6 +396,7 @@ def main(argv: list[str]) -> int:
     if not 1 <= args.workers <= MAX_SHIFT + 1 - base_shift:
         parser.error(f"--workers must be between 1 and {MAX_SHIFT + 1 - base_shift} (SAASODOO_PORT_SHIFT={base_shift})")
 
+    cpu_at_start = cpu_times()
     modules = args.modules or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "integration").glob("test_*.py"))
     for m in modules:
         if not (ROOT / m).is_file():
@@ -435,6 +455,9 @@ def main(argv: list[str]) -> int:
     for c in sorted(cases, key=lambda c: -c["seconds"])[:20]:
         say(f"    {c['seconds']:7.1f}s  w{c['worker']}  {c['id']}")
 
+    busy = cpu_busy(cpu_at_start, cpu_times())
+    if busy is not None:
+        say(f"==> the machine's {os.cpu_count()} CPU(s) were busy {busy:.0%} of the time (idle: room for more beds)")
     runs = read_run_logs(workers)
     if runs:
         say("==> where the time went: " + run_breakdown(runs, sum(c["seconds"] for c in cases)))

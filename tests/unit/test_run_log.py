@@ -34,3 +34,11 @@ def test_breakdown_and_costliest_playbooks():
     lines = parallel.costliest_playbooks(runs)
     assert [line.split()[-1] for line in lines] == ["b.yml", "a.yml"]
     assert "2 runs" in lines[1] and "8.0s each" in lines[1] and "88% CPU" in lines[1]
+
+
+def test_cpu_busy_share():
+    before = [100, 0, 50, 800, 50, 0, 0]
+    after = [400, 0, 150, 1000, 50, 0, 0]
+    assert parallel.cpu_busy(before, after) == 400 / 600
+    assert parallel.cpu_busy(None, after) is None
+    assert parallel.cpu_times() is None or len(parallel.cpu_times()) >= 4
