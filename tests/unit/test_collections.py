@@ -72,3 +72,94 @@ def test_every_used_collection_is_required_and_satisfied():
 def test_required_collections_are_installed_in_range():
     for name, spec in required().items():
         assert installed_version(name) in spec, f"{name}: installed {installed_version(name)} not in {spec}"
+
+
+def test_every_required_collection_is_used():
+    unused = sorted(required().keys() - used_collections())
+    assert not unused, f"listed in requirements.yml but used by no task, filter or lookup: {unused}"
+
+
+# ----------------------------------------------------------------------------- floors
+
+def _collection_dir(ns: str, coll: str) -> Path:
+    for base in ansible_collections.__path__:
+        if (Path(base) / ns / coll).is_dir():
+            return Path(base) / ns / coll
+    raise AssertionError(f"collection {ns}.{coll} is not installed")
+
+
+def _yaml_constant(path: Path, name: str) -> dict:
+    """A module's (or doc fragment's) DOCUMENTATION-like string constant, parsed; {} when absent."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return yaml.safe_load(node.value.value) or {}
+    return {}
+
+
+def module_uses() -> dict[str, set[str]]:
+    """collection module FQCN -> the option names the project's tasks give it."""
+    uses: dict[str, set[str]] = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                m = KEY.match(str(key))
+                if m and m.groups() not in BUILTIN and isinstance(value, dict):
+                    uses.setdefault(str(key), set()).update(str(k) for k in value)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for folder in ("playbooks", "roles", "molecule"):
+        for path in (ROOT / folder).rglob("*.yml"):
+            if "templates" not in path.parts:
+                for doc in yaml.safe_load_all(path.read_text()):
+                    walk(doc)
+    return uses
+
+
+def added_in(fqcn: str, options: set[str]) -> dict[str, Version]:
+    """What of a module the tasks use -> the collection version that added it (module and options,
+    from the installed collection's DOCUMENTATION and its own doc fragments). Options documented by a
+    fragment of another collection (ansible.builtin's `files`: mode, owner...) have no collection version."""
+    ns, coll, name = fqcn.split(".")
+    folder = _collection_dir(ns, coll)
+    doc = _yaml_constant(folder / "plugins" / "modules" / f"{name}.py", "DOCUMENTATION")
+    assert doc, f"{fqcn}: no DOCUMENTATION in the installed collection (redirected?)"
+    documented = dict(doc.get("options") or {})
+    foreign = False
+    for fragment in doc.get("extends_documentation_fragment") or []:
+        parts = fragment.split(".")
+        if parts[:2] != [ns, coll]:
+            foreign = True
+            continue
+        attr = parts[3].upper() if len(parts) > 3 else "DOCUMENTATION"
+        frag = _yaml_constant(folder / "plugins" / "doc_fragments" / f"{parts[2]}.py", attr)
+        for key, value in (frag.get("options") or {}).items():
+            documented.setdefault(key, value)
+    found = {"the module": doc.get("version_added")}
+    for option in sorted(options):
+        spec = documented.get(option)
+        if spec is None:
+            spec = next((v for v in documented.values() if option in ((v or {}).get("aliases") or [])), None)
+        assert spec is not None or foreign, f"{fqcn}: the tasks pass '{option}', which its documentation does not know"
+        found[f"option {option}"] = (spec or {}).get("version_added")
+    return {what: Version(str(v)) for what, v in found.items() if v}
+
+
+def test_each_floor_is_at_least_what_the_tasks_use():
+    req = required()
+    uses = module_uses()
+    assert "community.postgresql.postgresql_alter_system" in uses, "the task scan found nothing: it is broken"
+    too_low = []
+    for fqcn, options in sorted(uses.items()):
+        name = ".".join(fqcn.split(".")[:2])
+        floor = min((Version(s.version) for s in req[name] if s.operator in (">=", "==", "~=")), default=None)
+        assert floor is not None, f"{name}: requirements.yml gives no lower bound"
+        for what, version in added_in(fqcn, options).items():
+            if version > floor:
+                too_low.append(f"{fqcn} {what} needs {name} >= {version}; requirements.yml floor is {floor}")
+    assert not too_low, "\n".join(too_low)
