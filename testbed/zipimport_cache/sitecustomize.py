@@ -185,18 +185,6 @@ def _install_module_common_hook():
     sys.meta_path.insert(0, Hook())
 
 
-def _install_fork_freeze():
-    """gc.freeze() before every fork of ansible-playbook (see above)."""
-    try:
-        import gc
-    except ImportError:
-        return
-    argv0 = os.path.basename(sys.argv[0]) if getattr(sys, "argv", None) else ""
-    if argv0 == "ansible-playbook" and hasattr(os, "register_at_fork") and hasattr(gc, "freeze"):
-        os.register_at_fork(before=gc.freeze)
-
-
 _install()
 _install_module_common_hook()
-_install_fork_freeze()
-del _install, _install_module_common_hook, _install_fork_freeze
+del _install, _install_module_common_hook

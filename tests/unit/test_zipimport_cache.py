@@ -102,29 +102,3 @@ def test_the_ansiballz_payload_is_the_same_with_the_import_scan_cached(tmp_path)
     assert len(entries) > 20
     assert sorted((cache / "ansiballz-deps").glob("*.json")) == entries       # the warm build added nothing
     assert [p.stat().st_mtime_ns for p in entries] == stamps                  # and rewrote nothing
-
-
-FORK_PROBE = """
-import gc, os, sys
-pid = os.fork()
-if pid == 0:
-    os._exit(0 if gc.get_freeze_count() > 0 else 3)
-_, status = os.waitpid(pid, 0)
-print(os.waitstatus_to_exitcode(status))
-"""
-
-
-def _fork_probe(tmp_path: Path, name: str) -> str:
-    script = tmp_path / name
-    script.write_text(FORK_PROBE)
-    env = dict(os.environ, PYTHONPATH=str(HERE))
-    return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def test_ansible_playbook_freezes_its_objects_before_each_fork(tmp_path):
-    assert _fork_probe(tmp_path, "ansible-playbook") == "0"      # the child found them frozen
-
-
-def test_other_processes_are_left_alone(tmp_path):
-    assert _fork_probe(tmp_path, "pytest-like") == "3"           # nothing frozen
