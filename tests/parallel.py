@@ -135,13 +135,13 @@ def run_breakdown(runs: list[dict], test_seconds: float) -> str:
 
 
 def costliest_playbooks(runs: list[dict], top: int = 8) -> list[str]:
-    by: dict[str, list[dict]] = {}
+    totals: dict[str, list[float]] = {}       # playbook -> [runs, wall, cpu]
     for r in runs:
-        by.setdefault(Path(r["playbook"]).name, []).append(r)
-    rows = sorted(by.items(), key=lambda kv: -sum(r["wall"] for r in kv[1]))[:top]
-    return [f"{sum(r['wall'] for r in rs):7.0f}s  {len(rs):3} runs  {sum(r['wall'] for r in rs) / len(rs):5.1f}s each  "
-            f"{sum(r['cpu'] for r in rs) / max(sum(r['wall'] for r in rs), 0.001):4.0%} CPU  {name}"
-            for name, rs in rows]
+        t = totals.setdefault(r["playbook"], [0, 0.0, 0.0])
+        t[0], t[1], t[2] = t[0] + 1, t[1] + r["wall"], t[2] + r["cpu"]
+    rows = sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]
+    return [f"{wall:7.0f}s  {n:3} runs  {wall / n:5.1f}s each  {cpu / max(wall, 0.001):4.0%} CPU  {name}"
+            for name, (n, wall, cpu) in rows]
 
 
 # --------------------------------------------------------------------------- workers
@@ -457,7 +457,7 @@ def main(argv: list[str]) -> int:
 
     busy = cpu_busy(cpu_at_start, cpu_times())
     if busy is not None:
-        say(f"==> the machine's {os.cpu_count()} CPU(s) were busy {busy:.0%} of the time (idle: room for more beds)")
+        say(f"==> the machine's {os.cpu_count()} CPU(s) were busy {busy:.0%} of the time")
     runs = read_run_logs(workers)
     if runs:
         say("==> where the time went: " + run_breakdown(runs, sum(c["seconds"] for c in cases)))

@@ -86,7 +86,8 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
 
 def _log_run(playbook: str, check: bool, t0: float, c0: os.times_result) -> None:
     """With SAASODOO_RUN_LOG set (tests/parallel.py sets it per worker): one JSON line per playbook run,
-    its wall seconds and the CPU seconds of ansible-playbook and everything it started."""
+    its wall seconds and the CPU seconds of ansible-playbook and everything it started (runs made at
+    the same time from threads of one test count in each other's CPU: os.times sees all children)."""
     path = os.environ.get("SAASODOO_RUN_LOG")
     if not path:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -33,14 +34,18 @@ def _walk(node, found: set) -> None:
         found.update(IN_JINJA.findall(node))
 
 
+@functools.lru_cache(maxsize=None)
+def _yaml_docs(folder: str) -> tuple:
+    """Every YAML document under a folder of the project (templates left out), parsed once."""
+    return tuple(doc for path in sorted((ROOT / folder).rglob("*.yml")) if "templates" not in path.parts
+                 for doc in yaml.safe_load_all(path.read_text()))
+
+
 def used_collections() -> set[str]:
     found: set = set()
     for folder in ("playbooks", "roles", "molecule", "awx"):
-        for path in (ROOT / folder).rglob("*.yml"):
-            if "templates" in path.parts:
-                continue
-            for doc in yaml.safe_load_all(path.read_text()):
-                _walk(doc, found)
+        for doc in _yaml_docs(folder):
+            _walk(doc, found)
     return {f"{ns}.{name}" for ns, name in found if (ns, name) not in BUILTIN}
 
 
@@ -114,10 +119,8 @@ def module_uses() -> dict[str, set[str]]:
                 walk(value)
 
     for folder in ("playbooks", "roles", "molecule"):
-        for path in (ROOT / folder).rglob("*.yml"):
-            if "templates" not in path.parts:
-                for doc in yaml.safe_load_all(path.read_text()):
-                    walk(doc)
+        for doc in _yaml_docs(folder):
+            walk(doc)
     return uses
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-PG = re.compile(r"^community\.postgresql\.(postgresql_[a-z_]+)$")
+PG = re.compile(r"^community\.postgresql\.postgresql_[a-z_]+$")
 IMPORT_KEYS = ("ansible.builtin.import_tasks", "ansible.builtin.include_tasks", "import_tasks", "include_tasks")
 GROUP = "group/community.postgresql.all"
 
@@ -33,7 +33,8 @@ def _covered(fqcn: str, args, defaults: dict) -> bool:
 
 
 class Scan:
-    def __init__(self):
+    def __init__(self, root: Path = ROOT):
+        self.root = root
         self.missing: list[str] = []
         self.seen: set[Path] = set()
         self.tasks = 0
@@ -59,11 +60,10 @@ class Scan:
                 if key in task:
                     self.tasks_list(task[key] or [], path, here)
             for key, args in task.items():
-                m = PG.match(str(key))
-                if m:
+                if PG.match(str(key)):
                     self.tasks += 1
                     if not _covered(str(key), args, here):
-                        self.missing.append(f"{path.relative_to(ROOT)}: {task.get('name', key)}")
+                        self.missing.append(f"{path.relative_to(self.root)}: {task.get('name', key)}")
                 if key in IMPORT_KEYS:
                     target = args if isinstance(args, str) else (args or {}).get("file")
                     if target and "{{" not in target and (path.parent / target).is_file():
@@ -89,7 +89,7 @@ def test_every_postgresql_task_has_a_connect_timeout():
         if path not in scan.seen:
             scan.file(path, {})
     assert scan.tasks >= 10, f"the scan found only {scan.tasks} PostgreSQL tasks: it is broken"
-    assert not scan.missing, "PostgreSQL tasks without connect_params.connect_timeout:\n  " + "\n  ".join(scan.missing)
+    assert not scan.missing, "PostgreSQL tasks without connect_params.connect_timeout:\n  " + "\n  ".join(sorted(set(scan.missing)))
 
 
 def test_the_scan_sees_module_defaults_around_an_import(tmp_path):
@@ -99,11 +99,6 @@ def test_the_scan_sees_module_defaults_around_an_import(tmp_path):
         {"name": "b", "module_defaults": {GROUP: {"connect_params": {"connect_timeout": 5}}},
          "block": [{"name": "i", "ansible.builtin.import_tasks": "inner.yml"}]},
         {"name": "bare", "ansible.builtin.import_tasks": "inner.yml"}]))
-    scan = Scan()
-    scan.missing, root = [], ROOT
-    try:
-        globals()["ROOT"] = tmp_path
-        scan.file(outer, {})
-    finally:
-        globals()["ROOT"] = root
+    scan = Scan(root=tmp_path)
+    scan.file(outer, {})
     assert scan.tasks == 2 and scan.missing == ["inner.yml: q"]   # covered inside the block, not outside
