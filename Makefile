@@ -27,7 +27,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> Python dependencies into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-compile -r requirements.txt -r requirements-dev.txt
+	@# Bytecode for everything but ansible_collections: ansible's collection loader compiles from source
+	@# and never reads a .pyc, so pip's compiling of those 15,000 files only cost time (55 s -> 30 s).
+	$(BIN)/python -m compileall -q -j0 -x '/ansible_collections/' $(VENV)/lib
 	touch $@
 
 venv: $(VENV)/.installed ## Create the virtualenv with ansible-core, the collections and the test tools
