@@ -71,7 +71,8 @@ PID = STATE / "endpoints.pid"
 LOG = STATE / "endpoints.log"
 ACCESS_LOG = STATE / "access.log"
 SITES = ("api", "frontend", "public", "supabase", "killbill")
-POLL_SECONDS = 1.5  # how often the sites look at their components' pods
+POLL_SECONDS = 1.5  # after a failed list or watch of the cluster, how long until the next list
+WATCH_SECONDS = 60  # the longest watch: a new list (and the workloads' selectors read again) at least this often
 UP_TIMEOUT = float(os.environ.get("TESTBED_READY_TIMEOUT", "90"))
 
 
@@ -233,8 +234,39 @@ def respond(site: str, path: str, cfg: dict) -> tuple[int, str, bytes]:
 
 # --------------------------------------------------------------------------- the cluster
 
+def list_and_watch(list_fn, stopping: threading.Event, on_list, on_event, on_error, **kwargs) -> None:
+    """Keep a view of what `list_fn(**kwargs)` lists, the way an ingress controller's informer does:
+    list, then watch from the list's resourceVersion until the watch ends (the API server closes it
+    after WATCH_SECONDS) and list again. An error is reported to `on_error`, then POLL_SECONDS later
+    the list starts over. An idle cluster costs one list per WATCH_SECONDS, not one per poll."""
+    from kubernetes import watch as k8s_watch
+
+    while not stopping.is_set():
+        try:
+            listed = list_fn(**kwargs)
+            on_list(listed.items)
+            stream = k8s_watch.Watch()
+            for event in stream.stream(list_fn, resource_version=listed.metadata.resource_version,
+                                       timeout_seconds=WATCH_SECONDS, _request_timeout=WATCH_SECONDS + 15,
+                                       **kwargs):
+                if stopping.is_set():
+                    stream.stop()
+                    break
+                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    on_event(event["type"], event["object"])
+        except Exception as exc:  # noqa: BLE001 - no cluster (yet), an expired watch: list again shortly
+            on_error(exc)
+            stopping.wait(POLL_SECONDS)
+
+
+def _ready(pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
 class ClusterView:
-    """Ready pods of the platform's components, refreshed every second by a background thread."""
+    """Ready pods of the platform's components, kept current by a watch on the pods of their
+    namespaces (list_and_watch); the components' selectors are read from their workloads at every
+    list. A component whose workload or pods cannot be read has no answer (None): its sites serve."""
 
     def __init__(self):
         self._ready: dict[str, set[str]] = {}
@@ -248,29 +280,75 @@ class ClusterView:
             return self._ready.get(component)
 
     def refresh(self, components: list[str]) -> None:
+        """Read the components' ready pods once, now (a process that does not watch: `fault --until-restart`)."""
+        from testbed import faults
         try:
-            from testbed import faults
-            if not self._specs.keys() >= set(components):  # the inventory is read once, not on every poll
-                self._specs.update({c: faults._component(c) for c in components})
             ready = {}
             for comp in components:
-                pods = faults._pods(self._specs[comp])
-                ready[comp] = {p.metadata.name for p in pods
-                               if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
-                               and faults.CRASHLOOP_LABEL not in (p.metadata.labels or {})}
-            self.error = ""
-        except Exception as exc:  # noqa: BLE001 - no cluster (yet): serve as if everything were up
-            ready = {}
-            if str(exc) != self.error:
-                log(f"cluster not readable, sites serve regardless: {str(exc).splitlines()[0][:200]}")
-            self.error = str(exc)
+                self._specs.setdefault(comp, faults._component(comp))
+                ready[comp] = {p.metadata.name for p in faults._pods(self._specs[comp])
+                               if _ready(p) and faults.CRASHLOOP_LABEL not in (p.metadata.labels or {})}
+        except Exception as exc:  # noqa: BLE001 - no cluster: no answer
+            self._failed(components, exc)
+            return
         with self._lock:
-            self._ready = ready
+            self._ready.update(ready)
 
     def watch(self, components: list[str], stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            self.refresh(components)
-            stopping.wait(POLL_SECONDS)
+        """One watching thread per namespace of the components."""
+        from testbed import faults
+        try:
+            self._specs.update({c: faults._component(c) for c in components})  # the inventory, read once
+        except Exception as exc:  # noqa: BLE001 - an inventory without the components: serve regardless
+            self._failed(components, exc)
+            return
+        by_namespace: dict[str, list[str]] = {}
+        for comp in components:
+            by_namespace.setdefault(self._specs[comp]["namespace"], []).append(comp)
+        for namespace, comps in sorted(by_namespace.items()):
+            threading.Thread(target=self._watch_namespace, args=(namespace, comps, stopping), daemon=True).start()
+
+    def _failed(self, comps: list[str], exc: Exception) -> None:
+        if str(exc) != self.error:
+            log(f"cluster not readable, sites serve regardless: {str(exc).splitlines()[0][:200] if str(exc) else exc!r}")
+        self.error = str(exc)
+        with self._lock:
+            for comp in comps:
+                self._ready.pop(comp, None)
+
+    def _watch_namespace(self, namespace: str, comps: list[str], stopping: threading.Event) -> None:
+        from testbed import faults
+        pods: dict[str, object] = {}
+        selectors: dict[str, dict] = {}
+
+        def publish():
+            ready = {}
+            for comp in comps:
+                want = selectors[comp].items()
+                ready[comp] = {name for name, p in pods.items()
+                               if p.metadata.deletion_timestamp is None
+                               and want <= (p.metadata.labels or {}).items()
+                               and _ready(p) and faults.CRASHLOOP_LABEL not in (p.metadata.labels or {})}
+            with self._lock:
+                self._ready.update(ready)
+
+        def on_list(items):
+            selectors.clear()
+            selectors.update({c: dict(faults._workload(self._specs[c]).spec.selector.match_labels or {}) for c in comps})
+            pods.clear()
+            pods.update({p.metadata.name: p for p in items})
+            self.error = ""
+            publish()
+
+        def on_event(kind, pod):
+            if kind == "DELETED":
+                pods.pop(pod.metadata.name, None)
+            else:
+                pods[pod.metadata.name] = pod
+            publish()
+
+        list_and_watch(faults.core().list_namespaced_pod, stopping, on_list, on_event,
+                       lambda exc: self._failed(comps, exc), namespace=namespace)
 
 
 CLUSTER = ClusterView()
@@ -393,8 +471,8 @@ class TlsSync:
         except (OSError, ValueError):
             return {}
 
-    def once(self) -> bool:
-        """One look at the Secret; True when tls/ was rewritten."""
+    def once(self, obj=None) -> bool:
+        """One look at the Secret (read now, or `obj` as a watch delivered it); True when tls/ was rewritten."""
         if not self.secret:
             return False
         try:
@@ -402,17 +480,15 @@ class TlsSync:
             import hashlib
 
             from testbed import faults
-            obj = faults.core().read_namespaced_secret(self.secret["name"], self.secret["namespace"])
+            if obj is None:
+                obj = faults.core().read_namespaced_secret(self.secret["name"], self.secret["namespace"])
             data = obj.data or {}
             crt, key = base64.b64decode(data.get("tls.crt") or ""), base64.b64decode(data.get("tls.key") or "")
             if not crt or not key:
                 raise EndpointsError("the Secret has no tls.crt or tls.key")
             self.error = ""
         except Exception as exc:  # noqa: BLE001 - no cluster or no Secret (yet): keep serving what tls/ has
-            message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            if message != self.error:
-                log(f"public: TLS Secret {self.secret['namespace']}/{self.secret['name']} not served: {message}")
-            self.error = message
+            self.failed(exc)
             return False
         digest = hashlib.sha256(crt + b"\0" + key).hexdigest()
         if self.recorded().get("sha256") == digest:
@@ -433,10 +509,27 @@ class TlsSync:
             f"(resourceVersion {obj.metadata.resource_version})")
         return True
 
+    def failed(self, exc: Exception) -> None:
+        message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if message != self.error:
+            log(f"public: TLS Secret {self.secret['namespace']}/{self.secret['name']} not served: {message}")
+        self.error = message
+
     def watch(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            self.once()
-            stopping.wait(1.0)
+        """The Secret as a watch delivers it (list_and_watch); a deleted Secret leaves tls/ as it is."""
+        if not self.secret:
+            return
+        from testbed import faults
+
+        def on_list(items):
+            if items:
+                self.once(items[0])
+            else:
+                self.failed(EndpointsError("the Secret does not exist"))
+
+        list_and_watch(faults.core().list_namespaced_secret, stopping, on_list,
+                       lambda kind, obj: kind != "DELETED" and self.once(obj), self.failed,
+                       namespace=self.secret["namespace"], field_selector=f"metadata.name={self.secret['name']}")
 
 
 def serve() -> int:
