@@ -15,7 +15,8 @@ the run. Standard library only: it runs before the virtualenv exists.
 
 The last lines: a table of the phases with their wall time and result, then one line
 `all: N passed, N failed, N skipped` counting the unit tests, the integration tests and the
-Molecule scenarios. Exit status 0 only when every phase passed.
+Molecule scenarios, with each failed test named just above it (a CI log cut to its tail still says
+what failed). Exit status 0 only when every phase passed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def counts(path: Path) -> tuple[int, int, int]:
         else:
             passed += 1
     return passed, failed, skipped
+
+
+def failures(path: Path) -> list[str]:
+    """`file::test - first line of the message` for each failed or erroring test of one JUnit file."""
+    if not path.exists():
+        return []
+    found = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        for child in case:
+            if child.tag in ("failure", "error"):
+                where = case.get("file") or (case.get("classname", "").replace(".", "/") + ".py")
+                message = (child.get("message") or child.text or "").strip().splitlines()
+                first = message[0][:200] if message else ""
+                found.append(f"{where}::{case.get('name')} ({child.tag}) - {first}")
+                break
+    return found
 
 
 class Background:
@@ -153,6 +170,13 @@ def main(argv: list[str]) -> int:
     print(f"  counted: unit {unit[0]} passed, {unit[1]} failed; integration {sum(c[0] for c in integ)} passed, "
           f"{sum(c[1] for c in integ)} failed, {sum(c[2] for c in integ)} skipped; Molecule scenarios "
           f"{molecule_ok} passed, {molecule_failed} failed")
+    failed_tests = [line for path in [JUNIT / "unit.xml", *sorted(JUNIT.glob("w*.xml"))] for line in failures(path)]
+    failed_tests += [f"Molecule {line}" for line in (log.read_text().splitlines() if log.exists() else [])
+                     if line.endswith((" FAILED", " not run"))]
+    if failed_tests:   # last lines of the run: a CI log cut to its tail still names what failed
+        print("  failed:", flush=True)
+        for line in failed_tests:
+            print(f"    {line}", flush=True)
     failed_phases = [r for r in results if r[2] != "passed"]
     if failed_phases and f == 0:
         f = len(failed_phases)   # a failed phase with no failed test (lint, a bed that did not start) still counts
