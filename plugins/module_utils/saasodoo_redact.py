@@ -89,10 +89,38 @@ def secret_value(value, min_length=MIN_SECRET_LENGTH):
     return value
 
 
-def _items(container):
-    """(key, value) of a mapping or a list; an item that cannot be read (a failing lazy template) is left out."""
+# A template under a name that does not say "secret" can still hold one only when it renders to data with a
+# secret-named key: its text names one, parses text into data, or asks a lookup other than env (a vault's
+# answer is a mapping). Everything else is left unrendered: Ansible's lazy `vars` renders a value when it is
+# read, and rendering every template of an inventory cost 0.5 s of each runbook run (ansible-core 2.19).
+_MAY_HOLD_SECRET_KEYS = re.compile(
+    SECRET_NAME.pattern + r"""|from_yaml|from_json|vars\[|lookup\((?!\s*['"](ansible\.builtin\.)?env['"])|query\(|\bq\(""",
+    re.I)
+
+
+def _worth_reading(container, key, name):
+    """False for an item of one of Ansible's lazy containers that is a template string (or a plain string)
+    whose rendered value cannot be or hold a secret: `name` (its own or, in a list, its parent's) does not say
+    secret, and its text gives no way to a secret-named key. Anything else is read."""
+    native = dict if isinstance(container, dict) else list
+    try:
+        raw = native.__getitem__(container, key)
+    except Exception:  # pylint: disable=broad-except  # not a plain container: read it
+        return True
+    if type(raw).__name__ != "_LazyValue" or not isinstance(getattr(raw, "value", None), str):
+        return True
+    if name is not None and is_secret_name(name):
+        return True
+    return bool(_MAY_HOLD_SECRET_KEYS.search(raw.value))
+
+
+def _items(container, name=None):
+    """(key, value) of a mapping or a list; an item that cannot be read (a failing lazy template) is left out,
+    and so is a lazy template that cannot hold a secret (_worth_reading). `name`: the container's own name."""
     keys = list(container.keys()) if isinstance(container, dict) else range(len(container))
     for key in keys:
+        if not _worth_reading(container, key, key if isinstance(container, dict) else name):
+            continue
         try:
             yield key, container[key]
         except Exception:  # pylint: disable=broad-except  # an undefined or failing template
@@ -112,7 +140,7 @@ def secret_values(variables, render=None, depth=6):
         if level > depth:
             return
         if isinstance(value, (dict, list, tuple)):
-            for key, sub in _items(value):
+            for key, sub in _items(value, name):
                 visit(key if isinstance(value, dict) else name, sub, level + 1)
         elif isinstance(value, str) and name is not None and is_secret_name(name):
             text = value
@@ -132,7 +160,7 @@ def secret_values(variables, render=None, depth=6):
     if not hasattr(variables, "keys"):
         return found
     for key in list(variables.keys()):
-        if key in SKIP_VARS:
+        if key in SKIP_VARS or not _worth_reading(variables, key, key):
             continue
         try:
             value = variables[key]

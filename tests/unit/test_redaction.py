@@ -429,3 +429,56 @@ def test_the_role_publishes_a_redacted_report(tmp_path):
     for value in (secret, urllib.parse.quote(secret, safe=""), b64(secret), "Nested-T0ken-77", "Unkn0wn-Redis-Pw"):
         assert value not in everything, value
     assert leaked_prefix(everything, secret) is None
+
+
+LAZY_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    vault_answer: "{{ lookup('ansible.builtin.file', 'CREDS') | from_json }}"
+    inline_mapping: "{{ {'api_key': 'Inline-Api-Key-42'} }}"
+    listed: ["{{ 'listed-item' | record_render }}", {db_password: "{{ 'Listed-Db-Pw-5' | record_render }}"}]
+    plain_port: "{{ 'port-template' | record_render }}"
+    counted_password: "{{ 'Counted-Pw-77' | record_render }}"
+  tasks:
+    - name: Redact with the play's variables
+      ansible.builtin.debug:
+        msg: "{{ 'a Vault-Answer-Pw-91 b Inline-Api-Key-42 c Counted-Pw-77 d Listed-Db-Pw-5' | saasodoo_redact(vars) }}"
+"""
+
+RECORD_FILTER = """
+def record_render(value):
+    with open(__file__ + ".log", "a") as log:
+        log.write(value + "\\n")
+    return value
+
+class FilterModule:
+    def filters(self):
+        return {"record_render": record_render}
+"""
+
+
+def test_the_report_filter_renders_only_templates_that_can_hold_a_secret(tmp_path):
+    """Ansible's lazy `vars` renders what is read: the filter reads secret-named values and templates that can
+    make a secret-named key (a parsed lookup, a mapping naming one), and leaves every other template unrendered
+    (rendering them all cost 0.5 s of each runbook run)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "filters").mkdir()
+    (tmp_path / "filters" / "record.py").write_text(RECORD_FILTER)
+    (tmp_path / "creds.json").write_text(json.dumps({"user": "odoo", "password": "Vault-Answer-Pw-91"}))
+    playbook = tmp_path / "lazy.yml"
+    playbook.write_text(LAZY_PLAYBOOK.replace("CREDS", str(tmp_path / "creds.json")))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_FILTER_PLUGINS=f"{tmp_path / 'filters'}:{ROOT / 'plugins' / 'filter'}",
+               SAASODOO_REPORT_DIR=str(tmp_path / "reports"), ANSIBLE_NOCOLOR="1")
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output, _end = json.JSONDecoder().raw_decode(done.stdout)
+    msg = output["plays"][0]["tasks"][0]["hosts"]["localhost"]["msg"]
+    assert msg == "a ******** b ******** c ******** d ********"
+    rendered = (tmp_path / "filters" / "record.py.log").read_text().split()
+    assert set(rendered) == {"Counted-Pw-77", "Listed-Db-Pw-5"}   # never 'port-template' nor 'listed-item'
