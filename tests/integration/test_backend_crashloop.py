@@ -22,7 +22,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from testbed import faults
+from saasodoo_runbooks import api
+from testbed import faults, platform_vars
 from tests import k8s_state
 from tests.runbooks import run_playbook
 
@@ -123,6 +124,43 @@ def test_oomkilled_backend_gets_a_bounded_memory_raise(backend):
         assert again.changed == 0, again.stdout[-3000:]
         assert again.artifacts["backend_crashloop_report"]["findings"] == []
     finally:
+        if not faults.component_healthy("backend"):
+            fault.undo()
+
+
+def test_a_lease_held_by_another_live_run_leaves_the_oomkilled_backend_alone(backend):
+    # One writer per platform: another live run holds the Lease, so this run diagnoses, reports who
+    # holds it, and changes nothing - no memory raise, and the other run's Lease stays as it was.
+    ns = backend["namespace"]
+    lease = platform_vars.load()["saasodoo_lease"]
+    holder = "platform_down/awx-2/20261207T031500Z/7"
+    faults.delete_lease()
+    fault = faults.oomkilled("backend")
+    try:
+        faults.lease_held(holder, renewed_ago=5, duration=600,
+                          details={"runbook": "platform_down", "awx_job": "4712", "host": "awx-2"})
+        before, lease_before = k8s_state.snapshot([ns]), faults.read_lease()
+
+        result = run_playbook("backend_crashloop.yml", extravars=NO_COOLDOWN)
+
+        assert result.rc == 0, result.stdout[-3000:]
+        report = result.artifacts["backend_crashloop_report"]
+        assert {"BACKEND_CRASHLOOP", "BACKEND_OOMKILLED"} <= codes(report)
+        assert report["actions"] == [], report["actions"]
+        held = [h for h in report["handed_over"] if "holds the one-writer" in h]
+        assert len(held) == 1, report["handed_over"]
+        assert f"Lease {lease['namespace']}/{lease['name']} - {holder}" in held[0]
+        assert "runbook platform_down" in held[0] and "awx_job 4712" in held[0] and " since " in held[0]
+        assert api.step_result(report, result.rc) == "needs_human"
+        assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
+        # The fault is still there, read from the cluster: the limit was not raised, the pods still crash.
+        assert memory_limit(backend) == backend["resources"]["limits"]["memory"]
+        assert not faults.component_healthy("backend")
+        after = faults.read_lease()
+        assert after.metadata.resource_version == lease_before.metadata.resource_version
+        assert after.spec.holder_identity == holder
+    finally:
+        faults.delete_lease()
         if not faults.component_healthy("backend"):
             fault.undo()
 

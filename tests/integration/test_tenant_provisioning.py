@@ -18,7 +18,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from testbed import platform_vars
+from saasodoo_runbooks import api
+from testbed import faults, platform_vars
 from testbed import tenant_faults as tf
 from tests import k8s_state
 from tests.runbooks import run_playbook
@@ -125,6 +126,41 @@ def test_check_mode_reports_and_changes_nothing(broken):
     assert report["refused_for_capacity"] == [s["stuck"]]
     assert report["verdicts_before"][s["stuck"]]["verdict"] == "stuck"
     assert report["escalation"]["level"] == "critical"
+
+
+def test_a_lease_held_by_another_live_run_provisions_nothing(broken):
+    # One writer per platform: with the cleanup confirmed there is a retry to make, but another live
+    # run holds the Lease - nothing is provisioned or cleaned up, and the report says who holds it.
+    s = broken["slugs"]
+    lease = VARS["saasodoo_lease"]
+    holder = "tenant_provisioning/awx-3/20261207T031500Z/11"
+    faults.delete_lease()
+    try:
+        faults.lease_held(holder, renewed_ago=5, duration=600,
+                          details={"runbook": "tenant_provisioning", "awx_job": "4713"})
+        before, lease_before = state(broken), faults.read_lease()
+
+        result = run_playbook(PLAYBOOK, extravars={**broken["vars"], "tenant_provisioning_confirm_cleanup": True})
+
+        assert result.rc == 0, result.stdout[-4000:]
+        report = result.artifacts["tenant_provisioning_report"]
+        assert codes(report, s["missing"]) == ["TENANT_MISSING_NAMESPACE"]
+        assert codes(report, s["half"]) == ["TENANT_FAILED"]
+        assert report["actions"] == [], report["actions"]
+        held = [h for h in report["handed_over"] if "holds the one-writer" in h]
+        assert len(held) == 1, report["handed_over"]
+        assert f"Lease {lease['namespace']}/{lease['name']} - {holder}" in held[0]
+        assert "runbook tenant_provisioning" in held[0] and "awx_job 4713" in held[0] and " since " in held[0]
+        assert api.step_result(report, result.rc) == "needs_human"
+        assert k8s_state.diff(before, state(broken)) == []
+        # The faults are still there, read from the cluster and the database.
+        assert tf._ignore_404(core().read_namespace, tf.namespace(s["missing"])) is None
+        assert tf.tenant_row(s["half"])["status"] == "failed"
+        after = faults.read_lease()
+        assert after.metadata.resource_version == lease_before.metadata.resource_version
+        assert after.spec.holder_identity == holder
+    finally:
+        faults.delete_lease()
 
 
 def test_retry_cleanup_and_refusal_then_nothing_to_do(broken):
