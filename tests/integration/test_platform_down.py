@@ -76,6 +76,22 @@ def test_crashlooping_backend_is_restarted_and_healed(platform, backend_crashloo
     assert again.artifacts["platform_down_report"]["healthy_before"] is True
     assert again.artifacts["platform_down_report"]["actions"] == []
 
+    # Crashing again within the cooldown: the run decides to restart, takes the one-writer Lease, the
+    # cooldown holds the restart back - and nothing is reported changed (the run's own Lease, created
+    # and given back, is not a change to the platform) and no Lease is left behind.
+    relapse = faults.crashloop("backend")
+    try:
+        held = run_playbook("platform_down.yml")
+
+        assert held.rc == 0, held.stdout[-3000:]
+        assert held.changed == 0, held.stdout[-3000:]
+        skipped = held.artifacts["platform_down_report"]["skipped"]
+        assert any(s["ref"] == ref and "cooldown" in s["why"] for s in skipped), skipped
+        assert not faults.component_healthy("backend")
+        assert faults.read_lease() is None
+    finally:
+        relapse.undo()
+
 
 @pytest.fixture
 def pod_with_a_literal_secret(platform):
