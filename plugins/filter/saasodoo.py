@@ -426,8 +426,77 @@ def escalation(findings_before, findings_after, remediated=False):
     return {"level": "none", "when": "", "why": "nothing found"}
 
 
+# The printed summary stays readable at scale (a thousand tenants with the same finding): more than
+# SUMMARY_GROUP_AT findings of one code and severity print as one group - the count, the first message
+# and the first SUMMARY_SHOWN objects; the actions, the objects left alone and the hand-overs print their
+# first SUMMARY_LIST_AT lines and a count. The JSON report (set_stats, the incident report) keeps every one.
+SUMMARY_GROUP_AT = 5
+SUMMARY_SHOWN = 3
+SUMMARY_LIST_AT = 20
+
+
+def _finding_name(finding):
+    return finding.get("ref") or finding.get("component") or finding.get("message", "")
+
+
+def _evidence_lines(finding):
+    evidence = finding.get("evidence") or []
+    if isinstance(evidence, dict):
+        evidence = [f"{k}: {v}" for k, v in evidence.items()]
+    elif not isinstance(evidence, list):
+        evidence = [evidence]
+    return [f"       evidence: {e}" for e in evidence[:3]]
+
+
+def _finding_lines(findings):
+    """Found: lines, one per finding, or one group per code and severity shared by many."""
+    groups = {}
+    for finding in findings:
+        groups.setdefault((finding.get("code"), finding.get("severity")), []).append(finding)
+    lines, shown = [], set()
+    for finding in findings:
+        key = (finding.get("code"), finding.get("severity"))
+        group = groups[key]
+        if len(group) <= SUMMARY_GROUP_AT:
+            lines.append(f"Found: {finding['severity'].upper()} {finding['code']} {finding['message']}")
+            lines.extend(_evidence_lines(finding))
+        elif key not in shown:
+            shown.add(key)
+            names = [_finding_name(f) for f in group[:SUMMARY_SHOWN]]
+            lines.append(f"Found: {finding['severity'].upper()} {finding['code']} x{len(group)}, the first: {finding['message']}")
+            lines.extend(_evidence_lines(finding))
+            lines.append(f"       {len(group)} objects: {', '.join(names)} and {len(group) - len(names)} more"
+                         " (every one in the JSON report)")
+    return lines
+
+
+def _listed(prefix, items):
+    """prefix lines for the first SUMMARY_LIST_AT items, then one line with how many more."""
+    lines = [f"{prefix}{item}" for item in items[:SUMMARY_LIST_AT]]
+    if len(items) > SUMMARY_LIST_AT:
+        lines.append(f"{prefix}... and {len(items) - SUMMARY_LIST_AT} more (every one in the JSON report)")
+    return lines
+
+
+def _remaining_text(remaining):
+    """The remaining findings' messages in order; a code shared by many is said once, with a count."""
+    counts = {}
+    for finding in remaining:
+        counts[finding.get("code")] = counts.get(finding.get("code"), 0) + 1
+    parts, said = [], set()
+    for finding in remaining:
+        code = finding.get("code")
+        if counts[code] <= SUMMARY_GROUP_AT:
+            parts.append(finding["message"])
+        elif code not in said:
+            said.add(code)
+            parts.append(f"{finding['message']} (and {counts[code] - 1} more {code})")
+    return "; ".join(parts)
+
+
 def summary_lines(report):
-    """Human-readable lines for a runbook report (found, did, left alone, verification, escalation)."""
+    """Human-readable lines for a runbook report (found, did, left alone, verification, escalation).
+    Many findings of one code are grouped, long lists are cut with a count (SUMMARY_GROUP_AT)."""
     lines = [f"{report.get('runbook', 'runbook').upper()} RUNBOOK"
              + (" (CHECK MODE: nothing was changed)" if report.get("check_mode") else "")]
     findings = report.get("findings", [])
@@ -440,27 +509,20 @@ def summary_lines(report):
         worst = next((s for s in ("critical", "high", "medium", "low")
                       if any(f.get("severity") == s for f in findings)), "none")
         lines.append(f"Diagnosis: {len(findings)} finding(s), worst severity {worst}")
-    for f in findings:
-        lines.append(f"Found: {f['severity'].upper()} {f['code']} {f['message']}")
-        evidence = f.get("evidence") or []
-        if isinstance(evidence, dict):
-            evidence = [f"{k}: {v}" for k, v in evidence.items()]
-        elif not isinstance(evidence, list):
-            evidence = [evidence]
-        lines.extend(f"       evidence: {e}" for e in evidence[:3])
+    lines.extend(_finding_lines(findings))
     actions = report.get("actions", [])
-    lines.extend(f"Did: {a}" for a in actions)
+    lines.extend(_listed("Did: ", actions))
     if not actions:
         lines.append("Did: nothing" + ("" if report.get("healthy_before") else
                                        " (remediation off, nodes broken, or nothing this runbook can fix)"))
-    lines.extend(f"Left alone: {s['ref']}: {s['why']}" for s in report.get("skipped", []))
-    lines.extend(f"Hand over: {h}" for h in report.get("handed_over", []))
+    lines.extend(_listed("Left alone: ", [f"{s['ref']}: {s['why']}" for s in report.get("skipped", [])]))
+    lines.extend(_listed("Hand over: ", report.get("handed_over", [])))
     if report.get("check_mode"):
         lines.append("Verification: not run (check mode)")
     elif report.get("healthy_after"):
         lines.append("Verification: healthy")
     else:
-        lines.append("Verification: STILL UNHEALTHY: " + "; ".join(f["message"] for f in report.get("remaining", [])))
+        lines.append("Verification: STILL UNHEALTHY: " + _remaining_text(report.get("remaining", [])))
     esc = report.get("escalation") or {}
     lines.append(f"Escalation: {esc.get('level', 'none')}"
                  + (f" ({esc['when']})" if esc.get("when") else "") + (f": {esc['why']}" if esc.get("why") else ""))

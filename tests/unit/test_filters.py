@@ -316,3 +316,46 @@ def test_k8s_hide_env_drops_literal_env_values_of_lookup_reads():
     assert f.k8s_hide_env(deploy, ["HOST"])["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] == "db"
     assert f.k8s_hide_env(None) is None and f.k8s_hide_env({"kind": "Service"}) == {"kind": "Service"}
     assert container["env"][0]["value"] == "hk-s3cr3t"          # the input is left as it was
+
+
+def test_summary_lines_group_a_finding_shared_by_a_thousand_tenants_and_cut_long_lists():
+    """Issue 13: the printed summary of a 1,000-tenant incident fits on a screen; the JSON keeps every one."""
+    many = [{"severity": "high", "code": "TENANT_NOT_SERVING", "message": f"tenant t{i:04d} has no ready pod",
+             "ref": f"Deployment/tenant-t{i:04d}/odoo", "evidence": [f"pods 0/1 in tenant-t{i:04d}"]}
+            for i in range(1000)]
+    few = [{"severity": "medium", "code": "TENANT_QUOTA_MISSING", "message": f"tenant q{i} has no quota",
+            "ref": f"ResourceQuota/tenant-q{i}"} for i in range(2)]
+    report = {"runbook": "tenant_provisioning", "healthy_before": False, "check_mode": False,
+              "findings": many[:500] + few + many[500:],
+              "actions": [f"re-applied tenant t{i:04d}" for i in range(1000)],
+              "skipped": [{"ref": f"Namespace/tenant-s{i}", "why": "being deleted"} for i in range(30)],
+              "handed_over": ["tenant x: quota exhausted"],
+              "healthy_after": False, "remaining": many[:700] + few[:1],
+              "escalation": {"level": "high"}}
+    lines = f.summary_lines(report)
+    assert len(lines) < 60, "\n".join(lines)
+    found = [line for line in lines if line.startswith("Found: ")]
+    assert found == ["Found: HIGH TENANT_NOT_SERVING x1000, the first: tenant t0000 has no ready pod",
+                     "Found: MEDIUM TENANT_QUOTA_MISSING tenant q0 has no quota",
+                     "Found: MEDIUM TENANT_QUOTA_MISSING tenant q1 has no quota"]
+    assert ("       1000 objects: Deployment/tenant-t0000/odoo, Deployment/tenant-t0001/odoo, "
+            "Deployment/tenant-t0002/odoo and 997 more (every one in the JSON report)") in lines
+    assert "       evidence: pods 0/1 in tenant-t0000" in lines
+    did = [line for line in lines if line.startswith("Did: ")]
+    assert len(did) == 21 and did[-1] == "Did: ... and 980 more (every one in the JSON report)"
+    assert "Left alone: ... and 10 more (every one in the JSON report)" in lines
+    assert "Hand over: tenant x: quota exhausted" in lines
+    assert lines[-2] == ("Verification: STILL UNHEALTHY: tenant t0000 has no ready pod (and 699 more TENANT_NOT_SERVING); "
+                         "tenant q0 has no quota")
+    assert len(report["findings"]) == 1002 and len(report["actions"]) == 1000   # the report itself is untouched
+
+
+def test_summary_lines_keep_every_line_of_a_small_report():
+    findings = [{"severity": "high", "code": "WORKLOAD_CRASHLOOP", "message": f"c{i} crash-loops"} for i in range(5)]
+    report = {"runbook": "platform_down", "findings": findings, "actions": [f"restart {i}" for i in range(20)],
+              "healthy_after": False, "remaining": findings}
+    lines = f.summary_lines(report)
+    assert [line for line in lines if line.startswith("Found: ")] == [
+        f"Found: HIGH WORKLOAD_CRASHLOOP c{i} crash-loops" for i in range(5)]
+    assert [line for line in lines if line.startswith("Did: ")] == [f"Did: restart {i}" for i in range(20)]
+    assert lines[-2] == "Verification: STILL UNHEALTHY: " + "; ".join(f"c{i} crash-loops" for i in range(5))
