@@ -115,6 +115,37 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float = 60, interv
     raise FaultError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+# --------------------------------------------------------------------------- control plane faults
+
+def _api_answers() -> bool:
+    try:
+        client.VersionApi(api()).get_code(_request_timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not answering yet
+        return False
+
+
+def api_server_frozen() -> Fault:
+    """The bed's kube-apiserver stops answering (SIGSTOP): the kernel still accepts connections and no
+    answer ever comes, as with a hung API server or a black-holed network - the case a client without a
+    timeout waits on forever (a stopped one refuses at once). Undo: SIGCONT, then wait until it answers."""
+    import signal
+
+    from testbed import cluster
+
+    name = "kube-apiserver"
+    pid = int(cluster.pid_file(name).read_text())
+    if not cluster.process_alive(pid, name):
+        raise FaultError(f"{name} (pid {pid}) is not running: start the bed (make testbed-up)")
+    os.kill(pid, signal.SIGSTOP)
+
+    def undo() -> None:
+        os.kill(pid, signal.SIGCONT)
+        wait_until("the API server to answer again", _api_answers, timeout=60)
+
+    return Fault("api-server-frozen", f"{name} pid {pid}", [f"process/{name}/{pid}"], undo)
+
+
 # --------------------------------------------------------------------------- pod faults
 
 def crashloop(component: str, reason: str = "Error", exit_code: int = 1, message: str = "",

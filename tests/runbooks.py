@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import ansible_runner
 
@@ -46,7 +47,9 @@ class RunResult:
 
 
 def run_playbook(playbook: str, extravars: dict | None = None, check: bool = False, diff: bool = False,
-                 envvars: dict | None = None, inventory: str | None = None) -> RunResult:
+                 envvars: dict | None = None, inventory: str | None = None,
+                 event_handler: Callable[[dict], object] | None = None) -> RunResult:
+    """event_handler: called with each job event as the run goes (to inject a fault mid-run)."""
     env = {
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "KUBECONFIG": str(KUBECONFIG),
@@ -69,6 +72,7 @@ def run_playbook(playbook: str, extravars: dict | None = None, check: bool = Fal
             envvars=env,
             cmdline=cmdline or None,
             quiet=True,
+            event_handler=(lambda event: event_handler(event) is not False) if event_handler else None,
         )
         stdout = runner.stdout.read()
         _log_run(playbook, check, t0, c0)

@@ -102,3 +102,39 @@ def test_the_scan_sees_module_defaults_around_an_import(tmp_path):
     scan = Scan(root=tmp_path)
     scan.file(outer, {})
     assert scan.tasks == 2 and scan.missing == ["inner.yml: q"]   # covered inside the block, not outside
+
+
+def _all_tasks(node):
+    """Every task dict under a task list (blocks, rescue, always included)."""
+    for task in node or []:
+        if isinstance(task, dict):
+            yield task
+            for key in ("block", "rescue", "always"):
+                yield from _all_tasks(task.get(key))
+
+
+def test_every_task_is_bounded_by_the_task_timeout_above_every_configured_wait():
+    """kubernetes.core has no request timeout: ansible.cfg's task_timeout bounds every task instead. It sits
+    above every wait the inventory configures (a rollout, the deploy, a tenant), and the only tasks that opt
+    out are pg_dump and pg_restore, whose limit is restore_backup_command_timeout."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "ansible.cfg")
+    limit = cfg.getint("defaults", "task_timeout")
+    waits = {}
+    for path in (ROOT / "inventories" / "local" / "group_vars" / "all").glob("*.yml"):
+        data = yaml.safe_load(path.read_text()) or {}
+        for name, value in list(data.items()) + [(f"saasodoo_thresholds.{k}", v)
+                                                 for k, v in (data.get("saasodoo_thresholds") or {}).items()]:
+            if re.search(r"timeout", name) and isinstance(value, int):
+                waits[name] = value
+    assert waits and "saasodoo_thresholds.rollout_timeout_seconds" in waits, waits
+    assert all(limit > seconds for seconds in waits.values()), (limit, waits)
+    opted_out = {}
+    for path in sorted((ROOT / "roles").glob("*/tasks/*.yml")) + sorted((ROOT / "playbooks").rglob("*.yml")):
+        for task in _all_tasks(yaml.safe_load(path.read_text())):
+            if "timeout" in task:
+                opted_out[f"{path.relative_to(ROOT)}: {task.get('name')}"] = task["timeout"]
+    assert sorted(opted_out.values()) == ["{{ restore_backup_command_timeout | int }}"] * 2, opted_out
+    assert any("pg_dump" in name for name in opted_out) and any("Load the chosen backup" in name for name in opted_out)
