@@ -133,3 +133,19 @@ def run_module(module: str, args: dict | None = None, check: bool = False, envva
                 result["failed"] = event["event"] == "runner_on_failed"
                 return result
         raise AssertionError(f"module {module} produced no result (rc={runner.rc}):\n{runner.stdout.read()[-3000:]}")
+
+
+def assert_held_by_another_run(result: RunResult, report: dict, holder: str, details: dict) -> None:
+    """The run found the platform's one-writer Lease held by another live run (testbed.faults.lease_held):
+    it acted on nothing, handed over exactly one line naming the Lease, the holder, its details and since
+    when, and ends as "needs a human"."""
+    from saasodoo_runbooks import api
+    from testbed import platform_vars
+
+    lease = platform_vars.load()["saasodoo_lease"]
+    assert report["actions"] == [], report["actions"]
+    held = [h for h in report["handed_over"] if "holds the one-writer" in h]
+    assert len(held) == 1, report["handed_over"]
+    assert f"Lease {lease['namespace']}/{lease['name']} - {holder}" in held[0]
+    assert all(f"{key} {value}" in held[0] for key, value in details.items()) and " since " in held[0], held[0]
+    assert api.step_result(report, result.rc) == "needs_human"

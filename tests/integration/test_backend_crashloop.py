@@ -22,10 +22,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from saasodoo_runbooks import api
-from testbed import faults, platform_vars
+from testbed import faults
 from tests import k8s_state
-from tests.runbooks import run_playbook
+from tests.runbooks import assert_held_by_another_run, run_playbook
 
 # The cooldown is a guard rail of restart_service with its own test; one session restarts the
 # same backend more than once.
@@ -132,7 +131,6 @@ def test_a_lease_held_by_another_live_run_leaves_the_oomkilled_backend_alone(bac
     # One writer per platform: another live run holds the Lease, so this run diagnoses, reports who
     # holds it, and changes nothing - no memory raise, and the other run's Lease stays as it was.
     ns = backend["namespace"]
-    lease = platform_vars.load()["saasodoo_lease"]
     holder = "platform_down/awx-2/20261207T031500Z/7"
     faults.delete_lease()
     fault = faults.oomkilled("backend")
@@ -146,12 +144,7 @@ def test_a_lease_held_by_another_live_run_leaves_the_oomkilled_backend_alone(bac
         assert result.rc == 0, result.stdout[-3000:]
         report = result.artifacts["backend_crashloop_report"]
         assert {"BACKEND_CRASHLOOP", "BACKEND_OOMKILLED"} <= codes(report)
-        assert report["actions"] == [], report["actions"]
-        held = [h for h in report["handed_over"] if "holds the one-writer" in h]
-        assert len(held) == 1, report["handed_over"]
-        assert f"Lease {lease['namespace']}/{lease['name']} - {holder}" in held[0]
-        assert "runbook platform_down" in held[0] and "awx_job 4712" in held[0] and " since " in held[0]
-        assert api.step_result(report, result.rc) == "needs_human"
+        assert_held_by_another_run(result, report, holder, {"runbook": "platform_down", "awx_job": "4712"})
         assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
         # The fault is still there, read from the cluster: the limit was not raised, the pods still crash.
         assert memory_limit(backend) == backend["resources"]["limits"]["memory"]

@@ -11,14 +11,12 @@ import threading
 
 import pytest
 
-from saasodoo_runbooks import api
 from testbed import faults, platform_vars
 from testbed.faults import delete_lease, read_lease
 from tests import k8s_state
-from tests.runbooks import run_playbook
+from tests.runbooks import assert_held_by_another_run, run_playbook
 
 VARS = platform_vars.load()
-LEASE = VARS["saasodoo_lease"]
 NO_COOLDOWN = {"platform_down_cooldown_minutes": 0}
 
 
@@ -46,12 +44,8 @@ def test_a_lease_held_by_another_live_run_stops_every_change(crashloop):
     # It still diagnosed and reported ...
     assert any(f["code"] == "WORKLOAD_CRASHLOOP" for f in report["findings"])
     # ... changed nothing, said who holds the lease since when, and ends as "needs a human".
-    assert report["actions"] == []
-    held = [h for h in report["handed_over"] if "holds the one-writer" in h]
-    assert len(held) == 1, report["handed_over"]
-    assert f"Lease {LEASE['namespace']}/{LEASE['name']} - data_loss/awx-1/20261207T031500Z/42" in held[0]
-    assert "runbook data_loss" in held[0] and "awx_job 4711" in held[0] and " since " in held[0]
-    assert api.step_result(report, result.rc) == "needs_human"
+    assert_held_by_another_run(result, report, "data_loss/awx-1/20261207T031500Z/42",
+                               {"runbook": "data_loss", "awx_job": "4711"})
     assert k8s_state.diff(before, k8s_state.snapshot([ns])) == []
     assert not faults.component_healthy("backend")
     after = read_lease()      # the other run's lease is untouched
